@@ -1,0 +1,6 @@
+def search_main() -> None:
+    raise SystemExit("not implemented yet")
+
+
+def data_main() -> None:
+    raise SystemExit("not implemented yet")
