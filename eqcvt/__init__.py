@@ -1,13 +1,20 @@
 """EqCvT: rotation-equivariant convolutional vision transformers on escnn."""
 
-from . import _compat  # noqa: F401  (patch escnn before any kernel basis is built)
+from . import (
+    _compat,  # noqa: F401  (patch escnn before any kernel basis is built)
+    presets,  # noqa: F401  (registers seed_eqcvt, eqcvt_stem, cvt_baseline, steerable_cnn)
+)
 from .config import ModelConfig, StageConfig
 from .groups import parse_group
+from .model import build_model
 from .registry import create_model, list_models, register_model
+from .utils import count_params
 
 __all__ = [
     "ModelConfig",
     "StageConfig",
+    "build_model",
+    "count_params",
     "create_model",
     "list_models",
     "parse_group",

@@ -10,7 +10,7 @@ from .groups import parse_group
 VARIANTS: tuple[str, ...] = ("stem", "steerable", "cvt", "cnn")
 FIELD_TYPES: tuple[str, ...] = ("regular", "trivial")
 # Knobs that apply to every CvT stage at once, so a search samples scalars, not per-stage lists.
-STAGE_KNOBS: tuple[str, ...] = ("embed_dim", "depth", "heads", "mlp_ratio", "kv_stride")
+STAGE_KNOBS: tuple[str, ...] = ("embed_dim", "depth", "heads", "mlp_ratio", "kv_stride", "head_dim")
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,14 @@ class StageConfig:
     kv_stride: int = 2  # stride of the key/value convolutional projection
     patch_size: int = 3  # token-embedding convolution kernel
     patch_stride: int = 2  # token-embedding convolution stride
+    head_dim: int = 0  # width of one attention head; 0 = embed_dim // heads (plain CvT)
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "depth", "heads", "kv_stride", "patch_size", "patch_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"stage {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.head_dim < 0:
+            raise ValueError(f"stage head_dim must be >= 0, got {self.head_dim!r}")
         if self.embed_dim % self.heads:
             raise ValueError(
                 f"stage embed_dim={self.embed_dim} is not divisible by heads={self.heads}"
@@ -75,6 +78,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.stem_blocks < 0:
             raise ValueError(f"stem_blocks must be >= 0, got {self.stem_blocks!r}")
+        if self.variant in ("stem", "cnn") and self.stem_blocks < 1:
+            raise ValueError(f"variant {self.variant!r} needs stem_blocks >= 1, got 0")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (centred filters), got {self.kernel_size}")
         if not 0.0 <= self.dropout < 1.0:

@@ -42,6 +42,30 @@ class GroupSpec:
     def gspace(self):
         return _gspace(self.kind, self.order)
 
+    def escnn_element(self, turns: int, flip: bool):
+        """The escnn group element for (quarter turns, flip) from `grid_exact_elements()`."""
+        group = self.gspace().fibergroup
+        rotation = turns * self.order // 4
+        if self.kind == "C":
+            return group.element(rotation)
+        if self.order == 1:  # escnn builds D1 as the cyclic group {identity, flip}
+            return group.element(int(flip))
+        return group.element((int(flip), rotation))
+
+
+def apply_grid_element(x, turns: int, flip: bool):
+    """Act on images (..., H, W) exactly as escnn's GeometricTensor.transform does on scalar fields.
+
+    escnn's flip (flipRot2dOnR2, axis 0) is x -> -x, i.e. `torch.flip(x, dims=[-1])` (reverse
+    the columns); one rotation step of pi/2 is `torch.rot90(x, 1, dims=(-2, -1))`; the element
+    (flip, k) applies the flip first. Checked against escnn in tests/eqcvt/test_groups.py.
+    """
+    import torch
+
+    if flip:
+        x = torch.flip(x, dims=[-1])
+    return torch.rot90(x, turns % 4, dims=(-2, -1)) if turns % 4 else x
+
 
 def _gcd(a: int, b: int) -> int:
     while b:

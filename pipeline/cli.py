@@ -1,6 +1,287 @@
-def search_main() -> None:
-    raise SystemExit("not implemented yet")
+"""`eqcvt-search` (run / resume / final / report / predict / cluster-check) and `eqcvt-data`.
+
+`eqcvt-search` with no arguments runs search_spaces/default.yaml on simulated data on this
+machine. Ray is imported only by the commands that need a cluster (run, resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+EXIT_INTERRUPTED = 130
+EXIT_USAGE = 2
+DEFAULT_SPACE = "default"
+
+
+def shipped_space(name: str) -> Path:
+    """A search space by path, or by the name of a shipped file ("default", "pbt")."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    shipped = resources.files("search_spaces") / f"{stem}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise FileNotFoundError(
+        f"search space {name!r} not found (shipped: {', '.join(shipped_names())})"
+    )
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("search_spaces").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def default_storage() -> str:
+    return str(Path.cwd() / "ray_results")
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """KEY=VALUE pins; values are YAML scalars (1e-3, true, C8)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. data.n_train=64), got {item!r}")
+        parsed = yaml.safe_load(value)
+        out[key.strip()] = value if parsed is None and value else parsed
+    return out
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eqcvt-search",
+        description="Search EqCvT architectures with Ray Tune, track them in MLflow.",
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="start a search")
+    run.add_argument("--space", default=DEFAULT_SPACE,
+                     help=f"search-space YAML, or a shipped name ({DEFAULT_SPACE}, pbt, ...)")
+    src = run.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="DIR", help="Parquet dataset folder (eqcvt-data)")
+    src.add_argument("--simulate", metavar="PRESET",
+                     help="simulated data of this preset (model_i, model_ii, model_iii)")
+    run.add_argument("--experiment", default=None, help="experiment name (Tune and MLflow)")
+    run.add_argument("--storage-path", default=None, help="Tune results (default ./ray_results)")
+    run.add_argument("--num-samples", type=int, default=None, help="trials (overrides YAML)")
+    run.add_argument("--epochs", type=int, default=None,
+                     help="max epochs per trial (overrides max_epochs)")
+    run.add_argument("--cpus-per-trial", type=float, default=None)
+    run.add_argument("--gpus-per-trial", type=float, default=None,
+                     help="fraction allowed: 0.25 packs four trials on a GPU")
+    run.add_argument("--max-failures", type=int, default=3,
+                     help="retries of a failed trial from its last checkpoint")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="pin a config key for every trial (e.g. data.n_train=64)")
+    _add_cluster(run)
+
+    res = sub.add_parser("resume", help="finish an interrupted search")
+    res.add_argument("target", nargs="?", default=None,
+                     help="experiment name or path (default: the latest)")
+    res.add_argument("--storage-path", default=None)
+    _add_cluster(res)
+
+    fin = sub.add_parser("final", help="train the best trials longer and register the best")
+    fin.add_argument("--experiment", required=True)
+    fin.add_argument("--top-k", type=int, default=3)
+    fin.add_argument("--epochs", type=int, required=True)
+    fin.add_argument("--seeds", type=int, default=3, help="training seeds per model")
+    fin.add_argument("--model-name", default=None,
+                     help="registered model name (default eqcvt-<experiment>)")
+    fin.add_argument("--from-checkpoint", action="store_true",
+                     help="start from the trial's best weights instead of from scratch")
+    fin.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    fin.add_argument("--tracking-uri", default=None)
+
+    rep = sub.add_parser("report", help="leaderboard of trials and final runs (markdown)")
+    rep.add_argument("--experiment", required=True)
+    rep.add_argument("--out", default=None, help="report.md (plots are written beside it)")
+    rep.add_argument("--tracking-uri", default=None)
+
+    pred = sub.add_parser("predict", help="predict with a registered model")
+    pred.add_argument("--model", required=True, help="NAME or NAME/VERSION")
+    src = pred.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="DIR")
+    src.add_argument("--simulate", metavar="PRESET")
+    pred.add_argument("--split", default="test", choices=("train", "val", "test"))
+    pred.add_argument("--n", type=int, default=None, help="images to predict (simulate)")
+    pred.add_argument("--out", default=None, help="write predictions as CSV")
+    pred.add_argument("--tracking-uri", default=None)
+
+    cc = sub.add_parser("cluster-check", help="validate Ray cluster launcher files offline")
+    cc.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import tracking as T
+    from .search_space import load_search_space
+
+    space = shipped_space(args.space)
+    fixed = parse_sets(args.set)
+    if args.simulate:
+        fixed.update({"data.source": "simulate", "data.preset": args.simulate})
+    if args.data:
+        fixed.update({"data.source": "shards", "data.path": str(Path(args.data).resolve())})
+    spec = load_search_space(space)  # validate before anything else (names file and key)
+    experiment = args.experiment or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = args.storage_path or default_storage()
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    uri = T.resolve_tracking_uri(args.tracking_uri)
+    T.check_server(uri)
+
+    from . import tune as ptune
+
+    request = ptune.SearchRequest(
+        space_file=str(space), space_text=space.read_text(), experiment=experiment,
+        storage_path=storage, tracking_uri=uri, fixed=fixed, max_epochs=args.epochs,
+        num_samples=args.num_samples, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
+        address=args.address,
+    )
+    request.spec()  # CLI pins validated too, before Ray starts
+    console = _console()
+    console.print(f"[bold]eqcvt-search[/] {experiment}: {space} -> {request.experiment_path}")
+    console.print(f"MLflow: {uri}")
+    return _report_outcome(ptune.run_search(request), console)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from . import tune as ptune
+
+    storage = args.storage_path or default_storage()
+    target = args.target
+    if target is None:
+        path = ptune.latest_experiment(storage)
+    elif "://" in target or os.sep in target or Path(target).exists():
+        path = target if "://" in target else str(Path(target).resolve())
+    else:
+        path = ptune._join(storage, target)
+    console = _console()
+    console.print(f"[bold]eqcvt-search resume[/] {path}")
+    outcome = ptune.resume_search(path, address=args.address, tracking_uri=args.tracking_uri)
+    return _report_outcome(outcome, console)
+
+
+def _report_outcome(outcome: Any, console: Any) -> int:
+    from rich.console import Console
+
+    outcome.view.print_leaderboard(Console(file=sys.stdout))
+    counts: dict[str, int] = {}
+    for s in outcome.statuses.values():
+        counts[s] = counts.get(s, 0) + 1
+    console.print("trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if outcome.interrupted:
+        console.print(f"[yellow]interrupted; state saved. Continue with:[/] "
+                      f"eqcvt-search resume {outcome.experiment_path}")
+        return EXIT_INTERRUPTED
+    if outcome.tracking_pending:
+        return 1
+    console.print(f"done: {outcome.experiment_path}")
+    return 0
+
+
+def cmd_final(args: argparse.Namespace) -> int:
+    from .final import final_training
+
+    summary = final_training(
+        experiment=args.experiment, top_k=args.top_k, epochs=args.epochs, seeds=args.seeds,
+        tracking_uri=args.tracking_uri, model_name=args.model_name,
+        from_checkpoint=args.from_checkpoint, overrides=parse_sets(args.set),
+        console=_console(),
+    )
+    print(summary.to_json())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = write_report(args.experiment, tracking_uri=args.tracking_uri, out=args.out)
+    if args.out is None:
+        print(out.read_text())
+    else:
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_registered
+
+    result = predict_registered(
+        args.model, tracking_uri=args.tracking_uri, data_dir=args.data, preset=args.simulate,
+        split=args.split, n=args.n, out=args.out,
+    )
+    print(result.to_json())
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "resume": cmd_resume, "final": cmd_final, "report": cmd_report,
+    "predict": cmd_predict,
+}
+
+
+def search_main(argv: Sequence[str] | None = None) -> None:
+    raise SystemExit(main(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "cluster-check":
+        from .cluster import main as cluster_main
+
+        return int(cluster_main(argv[1:]) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv or ["run"])
+    from . import tracking as T
+    from .search_space import SearchSpaceError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (SearchSpaceError, T.TrackingUnavailable, FileNotFoundError, ValueError) as err:
+        print(f"eqcvt-search: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("eqcvt-search: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def data_main() -> None:
-    raise SystemExit("not implemented yet")
+    from pipeline.data.cli import main
+
+    main()
+
+
+if __name__ == "__main__":
+    search_main()

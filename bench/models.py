@@ -1,0 +1,143 @@
+"""Model benchmark: prints JSON per registered preset and input size.
+
+For each model and size (default 64x64 and 150x150, batch 64, CPU): trainable parameters, forward
+FLOPs (torch.utils.flop_counter, eval mode), train-step images/s (forward, backward, AdamW step),
+eval images/s with escnn's cached filters and with the filters re-expanded on every batch, and the
+ratio of seed_eqcvt to cvt_baseline train throughput. Wall times are reported, never asserted.
+
+    python bench/models.py            # the full benchmark (a few minutes on a small CPU)
+    python bench/models.py --quick    # a smoke run: 64x64, batch 8, one timed step
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import eqcvt
+from eqcvt.filter_cache import caching_modules, per_batch_filters
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(
+    step: Callable[[], None], batch: int, iters: int, device: torch.device, warmup: int = 1
+) -> float:
+    """batch / median step time: the median shrugs off slow steps on a shared machine."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def bench_one(name: str, size: int, batch: int, iters: int, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = eqcvt.create_model(name, img_size=size).to(device)
+    cfg = model.config
+    x = torch.rand(batch, cfg.in_channels, size, size, device=device)
+    y = torch.randint(0, cfg.out_features, (batch,), device=device)
+    result: dict = {
+        "model": name,
+        "variant": cfg.variant,
+        "group": cfg.group,
+        "img_size": size,
+        "batch": batch,
+        "params": eqcvt.count_params(model),
+        "escnn_cached_layers": len(caching_modules(model)),
+    }
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    result["forward_gflops_per_image"] = counter.get_total_flops() / batch / 1e9
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    result["train_images_per_s"] = images_per_second(train_step, batch, iters, device)
+
+    model.eval()
+
+    def eval_step() -> None:
+        with torch.no_grad():
+            model(x)
+
+    result["eval_images_per_s_cached"] = images_per_second(eval_step, batch, iters, device)
+    with per_batch_filters(model):
+        result["eval_images_per_s_rebuilt"] = images_per_second(eval_step, batch, iters, device)
+    result["eval_cache_speedup"] = (
+        result["eval_images_per_s_cached"] / result["eval_images_per_s_rebuilt"]
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64x64, batch 8, one timed step")
+    parser.add_argument("--models", nargs="*", default=None, help="default: every registered")
+    parser.add_argument("--sizes", nargs="*", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--iters", type=int, default=None, help="timed steps per measurement")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    sizes = args.sizes or ([64] if args.quick else [64, 150])
+    batch = args.batch or (8 if args.quick else 64)
+    iters = args.iters or (1 if args.quick else 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    names = args.models or eqcvt.list_models()
+
+    results = []
+    for size in sizes:
+        for name in names:
+            print(f"bench {name} {size}x{size} batch {batch} ...", file=sys.stderr, flush=True)
+            results.append(bench_one(name, size, batch, iters, device))
+
+    ratios = {}
+    for size in sizes:
+        train = {r["model"]: r["train_images_per_s"] for r in results if r["img_size"] == size}
+        if "seed_eqcvt" in train and "cvt_baseline" in train:
+            ratios[str(size)] = train["seed_eqcvt"] / train["cvt_baseline"]
+    report = {
+        "benchmark": "models",
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "batch": batch,
+        "iters": iters,
+        "results": results,
+        "seed_over_cvt_train_throughput": ratios,
+    }
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

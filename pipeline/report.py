@@ -1,0 +1,154 @@
+"""`eqcvt-search report`: a markdown leaderboard of a search's trials and final runs.
+
+Everything comes from MLflow (so it works after the cluster is gone): per trial the sampled
+values, best value of the search metric, invariance metrics, parameter count and cost
+(epochs, training time); per final model the test metrics as mean and spread over seeds.
+Plots (learning curves, metric against size, final test bars) are written beside the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any
+
+from . import tracking as T
+from .config import flat_keys
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "-"
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+            return f"{x:.2e}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def varying_keys(runs: list[dict[str, Any]]) -> list[str]:
+    """Config keys whose value differs between trials (what the search sampled)."""
+    keys = [k for k in flat_keys() if k not in ("train.seed",)]
+    out = []
+    for k in keys:
+        values = {r["params"].get(k) for r in runs}
+        if len(values) > 1:
+            out.append(k)
+    return out
+
+
+def write_report(experiment: str, *, tracking_uri: str | None = None,
+                 out: str | Path | None = None) -> Path:
+    from . import plots
+
+    tracker = T.Tracker(tracking_uri, experiment)
+    searches = sorted(tracker.runs(kind="search"), key=lambda r: r["start_time"] or 0)
+    if not searches:
+        raise ValueError(f"no search runs in MLflow experiment {experiment!r} at {tracker.uri}")
+    search = searches[-1]
+    metric = search["params"].get("search.metric", "val_acc")
+    mode = search["params"].get("search.mode", "max")
+    trials = [r for r in tracker.runs(kind="trial")
+              if r["tags"].get(T.TAG_PARENT) in {s["run_id"] for s in searches}]
+    finals = tracker.runs(kind="final")
+    out_path = Path(out) if out else Path(f"report_{experiment}.md")
+    plot_dir = out_path.parent / f"{out_path.stem}_plots"
+    key = f"best_{metric}"
+    ranked = sorted(
+        trials,
+        key=lambda r: (math.isnan(r["metrics"].get(key, math.nan)),
+                       -r["metrics"].get(key, 0.0) if mode == "max" else
+                       r["metrics"].get(key, 0.0)),
+    )
+    keys = varying_keys(trials)[:10]
+    lines = [f"# Search report: {experiment}", ""]
+    for s in searches:
+        p = s["params"]
+        lines.append(
+            f"- search run `{s['run_id']}` ({s['status']}): {p.get('search.name', '')}, "
+            f"scheduler {p.get('search.scheduler', '')}, searcher {p.get('search.searcher', '')}, "
+            f"{p.get('search.num_samples', '?')} trials x <= {p.get('search.max_epochs', '?')} "
+            f"epochs, metric {metric} ({mode}); git {s['tags'].get(T.TAG_GIT, '?')}"
+        )
+    counts: dict[str, int] = {}
+    for r in trials:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    lines += ["", f"Trials: {len(trials)} ({', '.join(f'{n} {s}' for s, n in counts.items())})",
+              "", "## Trials", ""]
+    header = ["#", "trial", "status", f"best {metric}", "epochs", "invariance err",
+              "rot. logit std", "params", "train time [s]", *[k.split('.', 1)[1] for k in keys]]
+    rows = []
+    for i, r in enumerate(ranked, 1):
+        m = r["metrics"]
+        rows.append([
+            i, r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]), r["status"],
+            m.get(key), int(m.get("epoch", 0)), m.get("invariance_error"),
+            m.get("rotation_logit_std"), _int(m.get("num_params")), m.get("time_total_s"),
+            *[r["params"].get(k, "") for k in keys],
+        ])
+    lines.append(_table(header, rows))
+
+    test_metric = "test_" + metric.removeprefix("val_")
+    if finals:
+        lines += ["", "## Final runs (test split, mean ± std over seeds)", ""]
+        fh = ["trial", "status", test_metric, "test_auc_micro", "test_mae", "invariance err",
+              "params", "train time [s]", "registered"]
+        frows = []
+        for r in sorted(finals, key=lambda r: -r["metrics"].get(f"{test_metric}_mean", -1e9)
+                        if mode == "max" else r["metrics"].get(f"{test_metric}_mean", 1e9)):
+            m = r["metrics"]
+            frows.append([
+                r["tags"].get(T.TAG_TRIAL_ID, ""), r["status"], _pm(m, test_metric),
+                _pm(m, "test_auc_micro"), _pm(m, "test_mae"), _pm(m, "invariance_error"),
+                _int(m.get("num_params_mean")), m.get("train_time_s_mean"),
+                r["tags"].get("eqcvt.registered", ""),
+            ])
+        lines.append(_table(fh, frows))
+
+    lines += ["", "## Plots", ""]
+    curves = {}
+    for r in ranked[:12]:
+        with contextlib.suppress(Exception):
+            curves[r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8])] = tracker.metric_history(
+                r["run_id"], metric)
+    if curves:
+        p = plots.curves_png(curves, metric, plot_dir / "curves.png")
+        lines.append(f"![{metric} per epoch]({p.relative_to(out_path.parent)})")
+    sized = [(r["metrics"]["num_params"], r["metrics"][key]) for r in trials
+             if "num_params" in r["metrics"] and key in r["metrics"]]
+    if sized:
+        xs, ys = zip(*sized, strict=True)
+        p = plots.scatter_png(xs, ys, "trainable parameters", f"best {metric}",
+                              plot_dir / "size.png", log_x=True)
+        lines.append(f"![best {metric} vs size]({p.relative_to(out_path.parent)})")
+    if finals:
+        vals = {r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]):
+                r["metrics"].get(f"{test_metric}_mean", math.nan) for r in finals}
+        errs = {r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]):
+                r["metrics"].get(f"{test_metric}_std", 0.0) for r in finals}
+        p = plots.bar_png(vals, errs, test_metric, plot_dir / "final.png")
+        lines.append(f"![final {test_metric}]({p.relative_to(out_path.parent)})")
+    lines += ["", f"MLflow: `mlflow ui --backend-store-uri {tracker.uri}`", ""]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("\n".join(lines))
+    return out_path
+
+
+def _pm(m: dict[str, float], key: str) -> str:
+    mean, std = m.get(f"{key}_mean"), m.get(f"{key}_std")
+    if mean is None or math.isnan(mean):
+        return "-"
+    return f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def _int(x: Any) -> Any:
+    return int(x) if isinstance(x, float) and math.isfinite(x) else x

@@ -1,0 +1,335 @@
+"""engine.fit: the one training loop (tiny data, tiny models, a few seconds in all)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import eqcvt
+from pipeline import engine
+from pipeline.config import RunConfig
+from pipeline.data.bundle import DataBundle, Split
+
+TINY = "_engine_test_net"  # a throwaway model registered for these tests only
+SIZE = 16
+
+
+class _TinyNet(nn.Module):
+    """Conv + BatchNorm + dropout: exercises norms (no weight decay) and the global RNG."""
+
+    def __init__(self, in_channels=1, img_size=SIZE, classes=2, targets=0, head_hidden=8,
+                 dropout=0.2, **_):
+        super().__init__()
+        out = targets or classes
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, head_hidden), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(head_hidden, out),
+        )
+        self.scale = nn.Parameter(torch.ones(()))  # lets a test blow the loss up
+
+    def forward(self, x):
+        return self.body(x) * self.scale
+
+
+def _engine_test_net(**overrides):
+    return _TinyNet(**overrides)
+
+
+if TINY not in eqcvt.list_models():
+    eqcvt.register_model(_engine_test_net)
+
+
+def make_split(n, *, size=SIZE, classes=2, regression=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.rand(n, 1, size, size, generator=g) * 0.5
+    images[:, :, : size // 2] += labels.view(-1, 1, 1, 1).float()  # learnable signal
+    if regression:
+        targets = images.mean(dim=(1, 2, 3)).unsqueeze(1)
+        return Split(images, torch.zeros(n, dtype=torch.int64), targets)
+    return Split(images, labels, torch.zeros(n, 0))
+
+
+def make_bundle(task="binary", n_train=32, n_val=16, size=SIZE, stream=None):
+    regression = task == "regression"
+    classes = {"binary": ("no_sub", "sub"), "multiclass": ("axion", "cdm", "no_sub"),
+               "regression": ("axion",)}[task]
+    k = 1 if regression else len(classes)
+    train = None if stream else make_split(n_train, size=size, classes=k, regression=regression)
+    return DataBundle(
+        task=task, classes=classes, image_shape=(1, size, size), train=train,
+        val=make_split(n_val, size=size, classes=k, regression=regression, seed=1),
+        test=make_split(n_val, size=size, classes=k, regression=regression, seed=2),
+        stream=stream, manifest={},
+    )
+
+
+def cfg_of(**flat):
+    base = {"model.name": TINY, "train.epochs": 2, "train.batch_size": 8, "train.lr": 1e-2,
+            "train.device": "cpu", "train.eval_batch_size": 16, "train.num_threads": 1}
+    return RunConfig.from_flat({**base, **flat})
+
+
+class Recorder:
+    def __init__(self, stop_at=None, attr=False):
+        self.calls, self.stop_at, self.attr, self.should_stop = [], stop_at, attr, False
+
+    def on_epoch_end(self, epoch, metrics, checkpoint_dir):
+        assert (Path(checkpoint_dir) / engine.STATE_FILE).is_file()
+        self.calls.append((epoch, metrics, Path(checkpoint_dir)))
+        if self.stop_at is not None and epoch >= self.stop_at:
+            if self.attr:
+                self.should_stop = True
+            else:
+                raise engine.StopTraining
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_fit_two_epochs_metrics_and_checkpoint_layout(tmp_path):
+    rec = Recorder()
+    res = engine.fit(cfg_of(), [rec], data=make_bundle(), checkpoint_root=tmp_path)
+    assert res.epoch == 2 and len(res.history) == 2 and not res.stopped
+    assert [c[0] for c in rec.calls] == [1, 2]
+    m = res.metrics
+    for key in ("epoch", "train_loss", "val_loss", "val_acc", "val_auc_micro", "val_auc_macro",
+                "val_auc_no_sub", "val_auc_sub", "images_per_s", "epoch_time_s", "lr"):
+        assert isinstance(m[key], float) and math.isfinite(m[key]), key
+    assert m["epoch"] == 2.0 and 0 <= m["val_acc"] <= 1
+    assert m["lr"] < 1e-2  # cosine decays within the run
+    ckpt = res.checkpoint_dir
+    assert ckpt == tmp_path / "epoch_0002" and rec.calls[-1][2] == ckpt
+    assert {p.name for p in ckpt.iterdir()} == {
+        engine.STATE_FILE, engine.CONFIG_FILE, engine.MODEL_FILE, engine.METRICS_FILE}
+    assert json.loads((ckpt / engine.CONFIG_FILE).read_text()) == cfg_of().to_flat()
+    spec = json.loads((ckpt / engine.MODEL_FILE).read_text())
+    assert spec == {"name": TINY, "kwargs": {"in_channels": 1, "img_size": SIZE, "classes": 2,
+                                             "targets": 0}}
+    assert json.loads((ckpt / engine.METRICS_FILE).read_text()) == pytest.approx(m)
+    state = engine.load_checkpoint(ckpt)
+    assert state["epoch"] == 2 and state["global_step"] == 8
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert not (tmp_path / "epoch_0001").exists()  # keep_checkpoints=1
+    assert not res.model.training
+    # load_model rebuilds the network from model.json alone
+    loaded = engine.load_model(ckpt)
+    x = make_split(4).images
+    assert torch.equal(engine.predict(loaded, x), engine.predict(res.model, x))
+
+
+def test_learns_something():
+    res = engine.fit(cfg_of(**{"train.epochs": 4}), data=make_bundle(n_train=64))
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("model", [TINY, "eqcvt_stem"])
+def test_resume_continues_identically(tmp_path, model):
+    over = {"model.name": model, "train.epochs": 4, "train.augment": "rot90_flips",
+            "train.warmup_epochs": 1}
+    if model == "eqcvt_stem":
+        if model not in eqcvt.list_models():
+            pytest.skip("eqcvt_stem not registered yet")
+        over.update({"model.group": "C4", "model.fields": 2, "model.stem_blocks": 1,
+                     "model.kernel_size": 3, "model.embed_dim": 8, "model.depth": 1,
+                     "model.heads": 1, "model.head_dim": 0, "model.head_hidden": 8,
+                     "model.dropout": 0.2})
+    cfg, data = cfg_of(**over), make_bundle()
+    full = engine.fit(cfg, data=data, checkpoint_root=tmp_path / "a", keep_checkpoints=None)
+    # scramble every global RNG: resume must restore them
+    torch.manual_seed(123)
+    resumed = engine.fit(cfg, data=data, resume_from=tmp_path / "a" / "epoch_0002",
+                         checkpoint_root=tmp_path / "b")
+    assert resumed.epoch == 4 and len(resumed.history) == 4
+    assert resumed.history[:2] == full.history[:2]
+    for a, b in zip(full.history[2:], resumed.history[2:], strict=True):
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert a[key] == b[key], key
+    wa, wb = weights(full.model), weights(resumed.model)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_nan_loss_raises_naming_epoch_and_step():
+    def stream(step, batch_size):
+        images = torch.rand(batch_size, 1, SIZE, SIZE)
+        if step >= 18:
+            images[:] = float("nan")
+        return images, torch.arange(batch_size) % 2, torch.zeros(batch_size, 0)
+
+    cfg = cfg_of(**{"train.steps_per_epoch": 20, "train.epochs": 1})
+    with pytest.raises(engine.NonFiniteLossError, match="epoch 1, step 19") as info:
+        engine.fit(cfg, data=make_bundle(stream=stream))
+    assert info.value.epoch == 1 and info.value.step == 19 and math.isnan(info.value.value)
+
+
+def test_diverging_lr_raises():
+    cfg = cfg_of(**{"train.lr": 1e30, "train.optimizer": "sgd", "train.epochs": 3})
+    with pytest.raises(engine.NonFiniteLossError, match="non-finite training loss"):
+        engine.fit(cfg, data=make_bundle())
+
+
+def test_regression_path():
+    res = engine.fit(cfg_of(), data=make_bundle("regression"))
+    m = res.metrics
+    assert res.task == "regression"
+    assert {"val_mse", "val_mae", "val_loss"} <= set(m) and "val_acc" not in m
+    assert m["val_loss"] == m["val_mse"] and math.isfinite(m["val_mae"])
+    assert res.model.body[-1].out_features == 1
+
+
+def test_multiclass_per_class_auc():
+    res = engine.fit(cfg_of(**{"train.epochs": 1}), data=make_bundle("multiclass"))
+    assert {"val_auc_axion", "val_auc_cdm", "val_auc_no_sub"} <= set(res.metrics)
+
+
+def test_on_the_fly_stream_steps():
+    calls = []
+
+    def stream(step, batch_size):
+        calls.append((step, batch_size))
+        g = torch.Generator().manual_seed(step)
+        labels = torch.arange(batch_size) % 2
+        return torch.rand(batch_size, 1, SIZE, SIZE, generator=g), labels, torch.zeros(
+            batch_size, 0)
+
+    cfg = cfg_of(**{"train.steps_per_epoch": 3})
+    res = engine.fit(cfg, data=make_bundle(stream=stream))
+    assert calls == [(s, 8) for s in range(6)]
+    assert res.metrics["images_per_s"] > 0
+    # without steps_per_epoch: n_train // batch_size
+    calls.clear()
+    engine.fit(cfg_of(**{"train.epochs": 1, "data.n_train": 16}), data=make_bundle(stream=stream))
+    assert calls == [(0, 8), (1, 8)]
+
+
+def test_augment_ops_are_exact_grid_symmetries():
+    x = torch.randn(64, 2, 5, 5)
+    g = torch.Generator().manual_seed(0)
+    assert engine.augment_batch(x, "none", g) is x
+    rot = engine.augment_batch(x, "rot90", g)
+    seen = set()
+    for xi, yi in zip(x, rot, strict=True):
+        ks = [k for k in range(4) if torch.equal(torch.rot90(xi, k, (-2, -1)), yi)]
+        assert len(ks) == 1
+        seen.add(ks[0])
+    assert seen == {0, 1, 2, 3}
+    flips = engine.augment_batch(x, "flips", g)
+    assert all(torch.equal(yi, xi) or torch.equal(yi, xi.flip(-1))
+               for xi, yi in zip(x, flips, strict=True))
+    assert any(not torch.equal(yi, xi) for xi, yi in zip(x, flips, strict=True))
+    both = engine.augment_batch(x, "rot90_flips", g)
+    d4 = set()
+    for xi, yi in zip(x, both, strict=True):
+        hits = [(k, f) for k in range(4) for f in (False, True)
+                if torch.equal(torch.rot90(xi.flip(-1) if f else xi, k, (-2, -1)), yi)]
+        assert len(hits) == 1
+        d4.add(hits[0])
+    assert len(d4) >= 6  # most of the 8 dihedral elements appear in 64 draws
+    with pytest.raises(ValueError, match="augment"):
+        engine.augment_batch(x, "rot45", g)
+
+
+@pytest.mark.parametrize("attr", [False, True])
+def test_callbacks_stop_training(attr):
+    rec = Recorder(stop_at=1, attr=attr)
+    other = Recorder()
+    res = engine.fit(cfg_of(**{"train.epochs": 5}), [rec, other], data=make_bundle())
+    assert res.stopped and res.epoch == 1
+    assert len(other.calls) == 1  # every callback sees the last epoch
+
+
+def test_run_until_stopped_ignores_the_checkpoint_epoch_count(tmp_path):
+    cfg, data = cfg_of(**{"train.scheduler": "constant"}), make_bundle()
+    first = engine.fit(cfg, data=data, checkpoint_root=tmp_path / "a")
+    assert first.epoch == 2 == cfg.train.epochs
+    # a normal run is done: nothing more to train
+    again = engine.fit(cfg, data=data, resume_from=first.checkpoint_dir)
+    assert again.epoch == 2 and len(again.history) == 2
+    # a PBT trial keeps going until a callback (Tune) stops it
+    rec = Recorder(stop_at=5)
+    pbt = engine.fit(cfg, [rec], data=data, resume_from=first.checkpoint_dir,
+                     run_until_stopped=True)
+    assert [c[0] for c in rec.calls] == [3, 4, 5] and pbt.epoch == 5 and pbt.stopped
+
+
+def test_resume_applies_mutated_optimizer_values(tmp_path):
+    cfg = cfg_of(**{"train.scheduler": "constant", "train.momentum": 0.9})
+    first = engine.fit(cfg, data=make_bundle(), checkpoint_root=tmp_path / "a")
+    mutated = cfg.with_updates({"train.lr": 2e-3, "train.weight_decay": 0.3,
+                                "train.momentum": 0.8})
+    seen = []
+
+    class Spy:
+        def on_epoch_end(self, epoch, metrics, checkpoint_dir):
+            seen.append(metrics["lr"])
+            state = engine.load_checkpoint(checkpoint_dir)
+            groups = state["optimizer"]["param_groups"]
+            assert {g["weight_decay"] for g in groups if g["apply_decay"]} == {0.3}
+            assert {g["weight_decay"] for g in groups if not g["apply_decay"]} == {0.0}
+            assert {g["betas"][0] for g in groups} == {0.8}
+            raise engine.StopTraining
+
+    engine.fit(mutated, [Spy()], data=make_bundle(), resume_from=first.checkpoint_dir,
+               run_until_stopped=True)
+    assert seen == [pytest.approx(2e-3)]
+
+
+def test_apply_optimizer_overrides_keeps_the_schedule_factor():
+    model = _TinyNet()
+    cfg = cfg_of(**{"train.optimizer": "sgd", "train.epochs": 4})
+    opt = engine.build_optimizer(model, cfg.train)
+    sched = engine.build_scheduler(opt, cfg.train, steps_per_epoch=2)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    factor = engine.lr_factor(3, cfg.train, 2)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 * factor)
+    engine.apply_optimizer_overrides(opt, sched, lr=1.0, weight_decay=0.5, momentum=0.5)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([factor, factor])
+    assert [g["momentum"] for g in opt.param_groups] == [0.5, 0.5]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]  # biases/norms: none
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(engine.lr_factor(4, cfg.train, 2))
+
+
+def test_resume_refuses_another_architecture(tmp_path):
+    first = engine.fit(cfg_of(**{"train.epochs": 1}), data=make_bundle(),
+                       checkpoint_root=tmp_path)
+    with pytest.raises(ValueError, match="same architecture"):
+        engine.fit(cfg_of(**{"model.head_hidden": 16}), data=make_bundle(),
+                   resume_from=first.checkpoint_dir)
+    with pytest.raises(ValueError, match="optimizer"):
+        engine.fit(cfg_of(**{"train.optimizer": "sgd"}), data=make_bundle(),
+                   resume_from=first.checkpoint_dir)
+
+
+def test_keep_best_and_keep_all(tmp_path):
+    res = engine.fit(cfg_of(**{"train.epochs": 3}), data=make_bundle(),
+                     checkpoint_root=tmp_path / "best", keep_best=("val_loss", "min"))
+    best = min(res.history, key=lambda m: m["val_loss"])
+    assert res.best_epoch == int(best["epoch"])
+    kept = sorted(p.name for p in (tmp_path / "best").iterdir())
+    assert kept == sorted({f"epoch_{res.best_epoch:04d}", "epoch_0003"})
+    engine.fit(cfg_of(**{"train.epochs": 3}), data=make_bundle(),
+               checkpoint_root=tmp_path / "all", keep_checkpoints=None)
+    assert len(list((tmp_path / "all").iterdir())) == 3
+
+
+def test_evaluate_on_a_split():
+    model = _TinyNet(classes=3).eval()
+    split = make_split(12, classes=3)
+    out = engine.evaluate(model, split, "multiclass", 5, classes=("a", "b", "c"))
+    assert set(out) == {"loss", "acc", "auc_micro", "auc_macro", "auc_a", "auc_b", "auc_c"}
+    assert not model.training
+    reg = engine.evaluate(_TinyNet(targets=1), make_split(6, regression=True), "regression")
+    assert set(reg) == {"loss", "mse", "mae"}
+    assert engine.predict(model, split.images, 5).shape == (12, 3)
