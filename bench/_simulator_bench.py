@@ -85,7 +85,7 @@ def run(
     if threads:
         torch.set_num_threads(threads)
     compile = (not quick and device == "cpu") if compile is None else compile
-    rounds, n_lens = (1, 4) if quick else (3, 24)
+    rounds, n_lens = (1, 4) if quick else (7, 24)
     results: dict[str, Any] = {}
     for name in presets:
         results[name] = {}

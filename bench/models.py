@@ -3,7 +3,8 @@
 For each model and size (default 64x64 and 150x150, batch 64, CPU): trainable parameters, forward
 FLOPs (torch.utils.flop_counter, eval mode), train-step images/s (forward, backward, AdamW step),
 eval images/s with escnn's cached filters and with the filters re-expanded on every batch, and the
-ratio of seed_eqcvt to cvt_baseline train throughput. Wall times are reported, never asserted.
+ratio of seed_eqcvt to cvt_baseline train throughput (the two timed in turns). Each figure is
+batch / median step time. Wall times are reported, never asserted.
 
     python bench/models.py            # the full benchmark (a few minutes on a small CPU)
     python bench/models.py --quick    # a smoke run: 64x64, batch 8, one timed step
@@ -48,12 +49,61 @@ def images_per_second(
     return batch / statistics.median(times)
 
 
-def bench_one(name: str, size: int, batch: int, iters: int, device: torch.device) -> dict:
+def images_per_second_ab(
+    step_a: Callable[[], None],
+    step_b: Callable[[], None],
+    batch: int,
+    iters: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Like images_per_second for two steps run in turns (a, b, a, b, ...)."""
+    step_a()
+    step_b()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(iters):
+        for step, bucket in ((step_a, times[0]), (step_b, times[1])):
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            bucket.append(time.perf_counter() - start)
+    return batch / statistics.median(times[0]), batch / statistics.median(times[1])
+
+
+def setup(name: str, size: int, batch: int, device: torch.device):
+    """A model and a fixed random batch for it."""
     torch.manual_seed(0)
     model = eqcvt.create_model(name, img_size=size).to(device)
     cfg = model.config
     x = torch.rand(batch, cfg.in_channels, size, size, device=device)
     y = torch.randint(0, cfg.out_features, (batch,), device=device)
+    return model, x, y
+
+
+def train_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One optimiser step (forward, backward, AdamW) on a fixed batch."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return train_step
+
+
+def train_ratio(size: int, batch: int, iters: int, device: torch.device) -> float:
+    """seed_eqcvt / cvt_baseline train throughput, the two timed in turns."""
+    seed = train_step_fn(*setup("seed_eqcvt", size, batch, device))
+    cvt = train_step_fn(*setup("cvt_baseline", size, batch, device))
+    seed_ips, cvt_ips = images_per_second_ab(seed, cvt, batch, iters, device)
+    return seed_ips / cvt_ips
+
+
+def bench_one(name: str, size: int, batch: int, iters: int, device: torch.device) -> dict:
+    model, x, y = setup(name, size, batch, device)
+    cfg = model.config
     result: dict = {
         "model": name,
         "variant": cfg.variant,
@@ -69,14 +119,7 @@ def bench_one(name: str, size: int, batch: int, iters: int, device: torch.device
         model(x)
     result["forward_gflops_per_image"] = counter.get_total_flops() / batch / 1e9
 
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
+    train_step = train_step_fn(model, x, y)
     result["train_images_per_s"] = images_per_second(train_step, batch, iters, device)
 
     model.eval()
@@ -85,12 +128,15 @@ def bench_one(name: str, size: int, batch: int, iters: int, device: torch.device
         with torch.no_grad():
             model(x)
 
-    result["eval_images_per_s_cached"] = images_per_second(eval_step, batch, iters, device)
-    with per_batch_filters(model):
-        result["eval_images_per_s_rebuilt"] = images_per_second(eval_step, batch, iters, device)
-    result["eval_cache_speedup"] = (
-        result["eval_images_per_s_cached"] / result["eval_images_per_s_rebuilt"]
-    )
+    def eval_step_rebuilt() -> None:
+        with per_batch_filters(model):
+            eval_step()
+
+    # Alternate the two so that both see the same load on a shared machine.
+    cached, rebuilt = images_per_second_ab(eval_step, eval_step_rebuilt, batch, iters, device)
+    result["eval_images_per_s_cached"] = cached
+    result["eval_images_per_s_rebuilt"] = rebuilt
+    result["eval_cache_speedup"] = cached / rebuilt
     return result
 
 
@@ -120,10 +166,10 @@ def main(argv: list[str] | None = None) -> dict:
             results.append(bench_one(name, size, batch, iters, device))
 
     ratios = {}
-    for size in sizes:
-        train = {r["model"]: r["train_images_per_s"] for r in results if r["img_size"] == size}
-        if "seed_eqcvt" in train and "cvt_baseline" in train:
-            ratios[str(size)] = train["seed_eqcvt"] / train["cvt_baseline"]
+    if {"seed_eqcvt", "cvt_baseline"} <= set(names):
+        for size in sizes:
+            print(f"bench seed/cvt train ratio {size}x{size} ...", file=sys.stderr, flush=True)
+            ratios[str(size)] = train_ratio(size, batch, iters, device)
     report = {
         "benchmark": "models",
         "device": str(device),

@@ -3,6 +3,7 @@
 from . import (
     _compat,  # noqa: F401  (patch escnn before any kernel basis is built)
     presets,  # noqa: F401  (registers seed_eqcvt, eqcvt_stem, cvt_baseline, steerable_cnn)
+    steerable,  # noqa: F401  (registers eqcvt_steerable)
 )
 from .config import ModelConfig, StageConfig
 from .groups import parse_group

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -44,16 +45,24 @@ def default_storage() -> str:
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """KEY=VALUE pins; values are YAML scalars (1e-3, true, C8)."""
+    """KEY=VALUE pins; values are YAML scalars (1e-3, true, C8) typed by the config key."""
     import yaml
+
+    from .config import key_type
 
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE (e.g. data.n_train=64), got {item!r}")
+        base, _ = key_type(key)  # unknown key: ValueError naming it
         parsed = yaml.safe_load(value)
-        out[key.strip()] = value if parsed is None and value else parsed
+        if base is str or (parsed is None and value):
+            parsed = value if value != "None" else None
+        elif base in (int, float) and isinstance(parsed, str):
+            parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string
+        out[key] = parsed
     return out
 
 
@@ -139,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -196,7 +205,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _report_outcome(outcome: Any, console: Any) -> int:
     from rich.console import Console
 
-    outcome.view.print_leaderboard(Console(file=sys.stdout))
+    outcome.view.print_leaderboard(
+        Console(file=sys.stdout, width=None if sys.stdout.isatty() else 150))
     counts: dict[str, int] = {}
     for s in outcome.statuses.values():
         counts[s] = counts.get(s, 0) + 1
@@ -267,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import tracking as T
     from .search_space import SearchSpaceError
 
+    if args.command in ("run", "resume"):
+        _sigterm_interrupts()
     try:
         return COMMANDS[args.command](args)
     except (SearchSpaceError, T.TrackingUnavailable, FileNotFoundError, ValueError) as err:
@@ -275,6 +287,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eqcvt-search: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM outside Tune's loop stops the driver like Ctrl-C (runs end KILLED); inside
+    the loop pipeline.tune turns it into SIGINT, which Tune answers by saving its state."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def data_main() -> None:

@@ -116,6 +116,11 @@ def _flag_values(command: str, *flags: str) -> list[str]:
     return values
 
 
+def _number(value: Any) -> float:
+    """A resource amount, 0 for anything else (Ray's schema reports the bad type)."""
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
 def _bucket(uri: str) -> str:
     return uri.split("://", 1)[1].split("/", 1)[0] if "://" in uri else ""
 
@@ -182,7 +187,7 @@ def head_errors(config: dict[str, Any]) -> list[str]:
             f"available_node_types.{head_type}.resources: the head must advertise CPU: 0 so that "
             f"no trial is placed on it (found {resources!r})"
         )
-    if resources.get("GPU"):
+    if _number(resources.get("GPU")):
         errors.append(f"available_node_types.{head_type}.resources: the head must have no GPU")
     for command in config.get("head_start_ray_commands") or []:
         for value in _flag_values(str(command), "--num-cpus", "--num-gpus"):
@@ -191,7 +196,7 @@ def head_errors(config: dict[str, Any]) -> list[str]:
     workers = [
         name
         for name, node in (config.get("available_node_types") or {}).items()
-        if name != head_type and ((node or {}).get("resources") or {}).get("GPU", 0) > 0
+        if name != head_type and _number(((node or {}).get("resources") or {}).get("GPU")) > 0
     ]
     if not workers:
         errors.append("available_node_types: no worker type with GPUs for the trials")

@@ -131,7 +131,7 @@ class LiveView:
     def __init__(self, metric: str, mode: str, title: str, console: Console | None = None,
                  every_s: float = 30.0) -> None:
         self.metric, self.mode, self.title = metric, mode, title
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 150)
         self.rows: dict[str, TrialRow] = {}
         self._live: Live | None = None
         self._last_print = 0.0

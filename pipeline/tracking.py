@@ -23,7 +23,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -512,30 +512,27 @@ def _param_str(value: Any) -> str:
 # ----------------------------------------------------------------------------- pyfunc model
 
 
-with warnings.catch_warnings():  # MLflow warns about predict's missing type hints
-    warnings.simplefilter("ignore")
+class EqcvtPyfunc(mlflow.pyfunc.PythonModel):
+    """A registered model: the engine checkpoint, rebuilt with `engine.load_model`.
 
-    class EqcvtPyfunc(mlflow.pyfunc.PythonModel):
-        """A registered model: the engine checkpoint, rebuilt with `engine.load_model`.
+    predict: float array (N, C, H, W) -> raw outputs (N, classes) logits or (N, targets).
+    """
 
-        predict: float array (N, C, H, W) -> raw outputs (N, classes) logits or (N, targets).
-        """
+    def load_context(self, context: Any) -> None:
+        from pipeline.engine import load_model
 
-        def load_context(self, context: Any) -> None:
-            from pipeline.engine import load_model
+        self.checkpoint_dir = context.artifacts["checkpoint"]
+        self.model = load_model(self.checkpoint_dir)
+        self.config = json.loads((Path(self.checkpoint_dir) / "config.json").read_text())
 
-            self.checkpoint_dir = context.artifacts["checkpoint"]
-            self.model = load_model(self.checkpoint_dir)
-            self.config = json.loads((Path(self.checkpoint_dir) / "config.json").read_text())
+    def predict(self, context: Any, model_input: np.ndarray, params: Any = None) -> np.ndarray:
+        """np.ndarray in and out: MLflow then skips schema inference (and its warnings)."""
+        import torch
 
-        def predict(self, context, model_input, params=None):  # no hints: MLflow reads them
-            import numpy as np
-            import torch
+        from pipeline.engine import predict
 
-            from pipeline.engine import predict
-
-            x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-            return predict(self.model, x).numpy()
+        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        return predict(self.model, x).numpy()
 
 
 def load_registered(uri: str | None, spec: str) -> tuple[Any, str, str]:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # mlflow is imported by the driver only, never by trial worke
 
 META_FILE = "eqcvt_search.json"  # in the Tune experiment folder: how to resume and track
 ORIGIN_FILE = "origin.json"  # in every checkpoint: which trial wrote it, at which epoch
-NONFINITE_MARK = "NonFiniteLossError"
+NONFINITE_MARK = "non-finite training loss"  # engine.NonFiniteLossError's message
 TRIAL_TAG_KEYS = ("node_id", "node_ip", "gpu_ids", "hostname")
 _STR_RESULT_KEYS = (*TRIAL_TAG_KEYS, "restored_from_trial")
 
@@ -128,6 +128,7 @@ class SearchOutcome:
     timings: dict[str, dict[str, float]]  # trial id -> driver start, first result, epoch time
     parent_run_id: str | None
     tracking_pending: int = 0  # records the tracking server never accepted
+    results: list[tuple[float, str, int, float]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -261,6 +262,10 @@ def data_is_searched(spec: SearchSpec) -> bool:
 # ----------------------------------------------------------------------------- the trainable
 
 
+class TrialNonFiniteLossError(RuntimeError):
+    """engine.NonFiniteLossError as Ray can carry it to the driver (a plain message)."""
+
+
 @dataclass(frozen=True)
 class TrialOptions:
     pbt: bool = False
@@ -287,7 +292,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
     """One trial: flat (or HyperOpt-nested) config -> RunConfig -> engine.fit."""
     import torch
 
-    from .engine import fit
+    from .engine import NonFiniteLossError, fit
 
     t_start = time.time()
     for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created" per epoch
@@ -329,6 +334,8 @@ def train_trial(config: dict[str, Any], data: Any = None,
             checkpoint_root=work / "ckpt",
             keep_checkpoints=1,
         )
+    except NonFiniteLossError as err:
+        raise TrialNonFiniteLossError(str(err)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -536,7 +543,11 @@ class TrackingCallback(tune.Callback):
         self.jobs: dict[str, tuple[Any, Any, Any]] = {}  # trial id -> (ref, trial, ckpt)
         self.statuses: dict[str, str] = {}
         self.timings: dict[str, dict[str, float]] = {}
+        self.results: list[tuple[float, str, int, float]] = []  # (time, trial, epoch, value)
         self._restored_from: dict[str, str] = {}
+        self._expected = 0  # trials the search will create (num_samples x grid)
+        self._seen_start = False
+        self.incomplete = False  # the searcher had not created every trial yet
         self.inert = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -544,6 +555,17 @@ class TrackingCallback(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+    def setup(self, **info: Any) -> None:
+        self._expected = int(info.get("total_num_samples") or 0)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.inert or self._seen_start:
+            return
+        self._seen_start = True
+        for t in trials:  # finished in an earlier session (resume): they stay finished
+            if t.status in ("TERMINATED", "ERROR"):
+                self.statuses[t.trial_id] = t.status
 
     # -- runs
     def _run(self, trial: Any) -> T.RunRef:
@@ -580,6 +602,7 @@ class TrackingCallback(tune.Callback):
         ref = self._run(trial)
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         value = float(result.get(self.metric, math.nan))
+        self.results.append((time.time(), tid, epoch, value))
         if is_better(value, self.best.get(tid, math.nan), self.mode):
             self.best[tid] = value
         metrics = {k: v for k, v in result.items()
@@ -695,17 +718,18 @@ class TrackingCallback(tune.Callback):
         deadline = time.monotonic() + 600
         while self.jobs and time.monotonic() < deadline:
             self._collect(timeout=5.0)
+        # Tune marks every trial TERMINATED when it stops on Ctrl-C; only the completions
+        # and errors this callback saw (or an earlier session finished) are real.
         for trial in trials:
-            self.statuses[trial.trial_id] = trial.status
+            status = self.statuses.get(trial.trial_id)
+            if status not in ("TERMINATED", "ERROR"):
+                status = self.statuses[trial.trial_id] = "INTERRUPTED"
             ref = self.runs.get(trial.trial_id)
             if ref is None or ref.ended:
                 continue
-            if trial.status == "TERMINATED":
-                self.tracker.end_run(ref, T.FINISHED)
-            elif trial.status == "ERROR":
-                self.tracker.end_run(ref, T.FAILED)
-            else:
-                self.tracker.end_run(ref, T.KILLED)
+            self.tracker.end_run(ref, {"TERMINATED": T.FINISHED, "ERROR": T.FAILED}.get(
+                status, T.KILLED))
+        self.incomplete = bool(self._expected and len(trials) < self._expected)
 
 
 class LiveCallback(tune.Callback):
@@ -901,8 +925,8 @@ def _start_tracking(request: SearchRequest, spec: SearchSpec, manifest: Any,
 
 def _finish(request: SearchRequest, spec: SearchSpec, tracker: T.Tracker, parent: T.RunRef,
             cb: TrackingCallback, view: LiveView) -> SearchOutcome:
-    interrupted = any(s not in ("TERMINATED", "ERROR") for s in cb.statuses.values()) or (
-        not cb.statuses
+    interrupted = cb.incomplete or not cb.statuses or any(
+        s not in ("TERMINATED", "ERROR") for s in cb.statuses.values()
     )
     best_rows = [r for r in view.rows.values() if not math.isnan(r.best)]
     if best_rows:
@@ -929,6 +953,7 @@ def _finish(request: SearchRequest, spec: SearchSpec, tracker: T.Tracker, parent
         timings=dict(cb.timings),
         parent_run_id=parent.run_id,
         tracking_pending=pending,
+        results=list(cb.results),
     )
 
 
@@ -945,7 +970,24 @@ def run_search(request: SearchRequest, view: LiveView | None = None) -> SearchOu
     live = LiveCallback(view, sampled_keys(spec))
     run_config, _ = _tuner_configs(spec, request, [cb, live])
     space, searcher, scheduler = build_search(spec)
-    tuner = tune.Tuner(
+    with _ending_runs_on_error(cb, view):
+        tuner = _new_tuner(spec, request, data_ref, space, searcher, scheduler, run_config)
+    _fit(tuner, cb, view)
+    return _finish(request, spec, tracker, parent, cb, view)
+
+
+@contextlib.contextmanager
+def _ending_runs_on_error(cb: TrackingCallback, view: LiveView) -> Iterator[None]:
+    try:
+        yield
+    except BaseException as err:
+        _abort(cb, view, err)
+        raise
+
+
+def _new_tuner(spec: SearchSpec, request: SearchRequest, data_ref: Any, space: dict,
+               searcher: Any, scheduler: Any, run_config: Any) -> Any:
+    return tune.Tuner(
         _trainable(spec, request, data_ref),
         param_space=space,
         tune_config=tune.TuneConfig(
@@ -960,23 +1002,26 @@ def run_search(request: SearchRequest, view: LiveView | None = None) -> SearchOu
         ),
         run_config=run_config,
     )
-    _fit(tuner, cb, view)
-    return _finish(request, spec, tracker, parent, cb, view)
 
 
 def _fit(tuner: Any, cb: TrackingCallback, view: LiveView) -> None:
-    """tuner.fit with SIGTERM handled like Ctrl-C; a crash of the driver ends its runs."""
+    """tuner.fit with SIGTERM handled like Ctrl-C (Tune then saves its state and returns)."""
     try:
         with sigterm_as_sigint():
             tuner.fit()
     except BaseException as err:
-        view.stop()
-        status = T.KILLED if isinstance(err, KeyboardInterrupt) else T.FAILED
-        for ref in [*cb.runs.values(), cb.parent]:
-            if not ref.ended:
-                cb.tracker.end_run(ref, status)
-        cb.tracker.flush(timeout=10.0)
+        _abort(cb, view, err)
         raise
+
+
+def _abort(cb: TrackingCallback, view: LiveView, err: BaseException) -> None:
+    """The driver stops abnormally: no run of this search may stay RUNNING."""
+    view.stop()
+    status = T.KILLED if isinstance(err, KeyboardInterrupt) else T.FAILED
+    for ref in [*cb.runs.values(), cb.parent]:
+        if not ref.ended:
+            cb.tracker.end_run(ref, status)
+    cb.tracker.flush(timeout=10.0)
 
 
 def resume_search(experiment_path: str, *, address: str | None = None,
@@ -997,17 +1042,20 @@ def resume_search(experiment_path: str, *, address: str | None = None,
     tracker, parent = _start_tracking(request, spec, manifest, view, resume=True)
     cb = TrackingCallback(request, spec, parent, tracker, data_ref, data_cfg, view)
     live = LiveCallback(view, sampled_keys(spec))
-    tuner = tune.Tuner.restore(
-        experiment_path,
-        trainable=_trainable(spec, request, data_ref),
-        resume_unfinished=True,
-        resume_errored=True,
-    )
-    # The restored RunConfig holds inert copies of our callbacks (they pickle to settings
-    # only); swap in live ones bound to this driver's tracker and view.
-    run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = [c for c in (run_config.callbacks or [])
-                            if not isinstance(c, (TrackingCallback, LiveCallback))] + [cb, live]
+    with _ending_runs_on_error(cb, view):
+        tuner = tune.Tuner.restore(
+            experiment_path,
+            trainable=_trainable(spec, request, data_ref),
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+        # The restored RunConfig holds inert copies of our callbacks (they pickle to
+        # settings only); swap in live ones bound to this driver's tracker and view.
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = [
+            c for c in (run_config.callbacks or [])
+            if not isinstance(c, (TrackingCallback, LiveCallback))
+        ] + [cb, live]
     _fit(tuner, cb, view)
     _close_finished_runs(tracker, request, cb)
     return _finish(request, spec, tracker, parent, cb, view)

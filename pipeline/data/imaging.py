@@ -5,7 +5,8 @@ Grid: pixel (row i, column j) is centred on x = (j - (n-1)/2) * d, y = (i - (n-1
 s x s sub-pixel centres are averaged into one pixel, then the image is convolved at pixel
 resolution and multiplied by the pixel area (ImageModel with supersampling_convolution=False).
 PSF: scipy.ndimage.gaussian_filter(mode='nearest', truncate=t), which is what lenstronomy's
-'GAUSSIAN' PSF convolution calls, rebuilt as two separable 1-D passes.
+'GAUSSIAN' PSF convolution calls, rebuilt as two separable 1-D passes over an image rendered
+on a grid whose border repeats the edge coordinates (so the padding costs no gather).
 """
 
 from __future__ import annotations
@@ -21,14 +22,25 @@ SERSIC_MAX_R_FRAC = 1000.0
 
 
 def pixel_grid(
-    num_pix: int, pixel_scale: float, supersampling: int, device: torch.device, dtype: torch.dtype
+    num_pix: int,
+    pixel_scale: float,
+    supersampling: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    pad: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """(x, y) of every (sub-)pixel centre, each (1, n*s, n*s)."""
-    n = num_pix * supersampling
-    d = pixel_scale / supersampling
-    a = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2.0) * d
+    """(x, y) of every (sub-)pixel centre, each (1, (n+2p)*s, (n+2p)*s).
+
+    pad > 0 adds p pixels on each side that repeat the edge pixels' coordinates: rendered
+    there they equal the edge pixels, which is scipy's mode='nearest' padding for the PSF.
+    """
+    s = supersampling
+    pix = torch.clamp(torch.arange(-pad, num_pix + pad, dtype=torch.float64), 0, num_pix - 1)
+    sub = (torch.arange(s, dtype=torch.float64) + 0.5) / s - 0.5  # sub-pixel offsets
+    a = ((pix[:, None] + sub[None, :]).reshape(-1) - (num_pix - 1) / 2.0) * pixel_scale
     a = a.to(device=device, dtype=dtype)
-    return a.view(1, 1, n).expand(1, n, n), a.view(1, n, 1).expand(1, n, n)
+    m = a.numel()
+    return a.view(1, 1, m).expand(1, m, m), a.view(1, m, 1).expand(1, m, m)
 
 
 def bin_pixels(img: Tensor, supersampling: int) -> Tensor:
@@ -106,14 +118,11 @@ def gaussian_kernel1d(fwhm: float, pixel_scale: float, truncation: float) -> lis
     return [v / total for v in w]
 
 
-def gaussian_blur(img: Tensor, kernel: list[float]) -> Tensor:
-    """Separable blur with edge replication (scipy mode='nearest'): (B, H, W) -> (B, H, W)."""
+def gaussian_blur_padded(img: Tensor, kernel: list[float]) -> Tensor:
+    """Separable 'valid' blur: (B, H + 2r, W + 2r) edge-padded -> (B, H, W), r = len // 2."""
     r = len(kernel) // 2
     if r == 0:
         return img
-    b, h, w = img.shape
-    rows = torch.clamp(torch.arange(-r, h + r, device=img.device), 0, h - 1)
-    cols = torch.clamp(torch.arange(-r, w + r, device=img.device), 0, w - 1)
-    p = img.index_select(1, rows).index_select(2, cols)  # (B, H + 2r, W + 2r), edges repeated
-    out = sum(kernel[i] * p[:, i : i + h, :] for i in range(2 * r + 1))  # (B, H, W + 2r)
-    return sum(kernel[i] * out[:, :, i : i + w] for i in range(2 * r + 1))
+    h, w = img.shape[-2] - 2 * r, img.shape[-1] - 2 * r
+    rows = sum(kernel[i] * img[:, i : i + h, :] for i in range(2 * r + 1))  # (B, H, W + 2r)
+    return sum(kernel[i] * rows[:, :, i : i + w] for i in range(2 * r + 1))

@@ -150,11 +150,15 @@ def _nfw_f(x: Tensor) -> Tensor:
     return torch.where(near, series, torch.where(u > 0, inside, outside))
 
 
+def _f64(v: Tensor | float, like: Tensor) -> Tensor:
+    return torch.as_tensor(v, dtype=torch.float64, device=like.device)
+
+
 def _radial(
-    x: Tensor, y: Tensor, cx: Tensor, cy: Tensor
+    x: Tensor, y: Tensor, cx: Tensor | float, cy: Tensor | float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    dx = x.to(torch.float64) - cx.to(torch.float64)
-    dy = y.to(torch.float64) - cy.to(torch.float64)
+    dx = x.to(torch.float64) - _f64(cx, x)
+    dy = y.to(torch.float64) - _f64(cy, y)
     return dx, dy, torch.sqrt(dx * dx + dy * dy)
 
 

@@ -78,8 +78,9 @@ class LenstronomyReference:
                 nodes, weights = np.linspace(-1.0, 1.0, m), np.full(m, 1.0 / m)
             ang, length = f(p.vortex_angle), f(p.vortex_half_length)
             te = np.sqrt(f(p.vortex_theta_e2) * weights)
-            kl += [{"theta_E": float(t), "center_x": float(s * length * np.cos(ang)),
-                    "center_y": float(s * length * np.sin(ang))} for s, t in zip(nodes, te)]
+            for s, t in zip(nodes, te, strict=True):
+                kl.append({"theta_E": float(t), "center_x": float(s * length * np.cos(ang)),
+                           "center_y": float(s * length * np.sin(ang))})
         ks = [{"amp": f(p.source_amp), "R_sersic": self.preset.source_r_sersic,
                "n_sersic": self.preset.source_n_sersic, "e1": f(p.source_e1),
                "e2": f(p.source_e2), "center_x": f(p.source_x), "center_y": f(p.source_y)}]
@@ -97,7 +98,7 @@ class LenstronomyReference:
         bkg = pre.background_noise()
         if pre.noise == "poisson":
             img = rng.poisson(np.clip(img, 0, None) * t) / t + bkg * rng.standard_normal(img.shape)
-        elif pre.noise == "gaussian":
+        elif pre.noise == "gaussian":  # SimAPI noise_for_model: background + shot noise
             img = img + bkg * rng.standard_normal(img.shape) + np.sqrt(
                 np.clip(img, 0, None) * t
             ) / t * rng.standard_normal(img.shape)

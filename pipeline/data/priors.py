@@ -103,7 +103,14 @@ def draw_params(preset: SimPreset, kinds: Tensor, index: Tensor, seed: int) -> S
     f64 = torch.float64
     ones = torch.ones(n, dtype=f64)
 
-    u = rng.uniform(seed, index, STREAM_MACRO, 8)
+    words = rng.random_words(
+        seed,
+        index,
+        {STREAM_MACRO: 16, STREAM_SUB_MASS: 2 * k, STREAM_SUB_RADIUS: 2 * k,
+         STREAM_SUB_ANGLE: 2 * k, STREAM_AXION: 4, STREAM_NOISE: 2},
+    )
+    uni = {s: rng.words_to_uniform(w) for s, w in words.items() if s != STREAM_NOISE}
+    u = uni[STREAM_MACRO]
     rand = preset.randomize_orientation
     lens_e1, lens_e2 = _rotated(preset.lens_e1, preset.lens_e2, u[:, 0] if rand else None)
     g1, g2 = _rotated(preset.shear_gamma1, preset.shear_gamma2, u[:, 1] if rand else None)
@@ -127,9 +134,9 @@ def draw_params(preset: SimPreset, kinds: Tensor, index: Tensor, seed: int) -> S
         amp = cps / sersic_total_flux(preset.source_r_sersic, preset.source_n_sersic) * ones
 
     is_cdm = (kinds == 1).to(f64)[:, None]
-    masses = _sub_masses(preset, rng.uniform(seed, index, STREAM_SUB_MASS, k)) * is_cdm
-    radius = _span(rng.uniform(seed, index, STREAM_SUB_RADIUS, k), *preset.sub_radius_range)
-    phi = 2.0 * math.pi * rng.uniform(seed, index, STREAM_SUB_ANGLE, k)
+    masses = _sub_masses(preset, uni[STREAM_SUB_MASS]) * is_cdm
+    radius = _span(uni[STREAM_SUB_RADIUS], *preset.sub_radius_range)
+    phi = 2.0 * math.pi * uni[STREAM_SUB_ANGLE]
     sub_x, sub_y = radius * torch.cos(phi), radius * torch.sin(phi)
     sub_theta_e = geo.einstein_radius(masses)
     if preset.sub_profile == "tnfw" and k:
@@ -145,7 +152,7 @@ def draw_params(preset: SimPreset, kinds: Tensor, index: Tensor, seed: int) -> S
         rs, alpha_rs, r_trunc = torch.ones_like(masses), torch.zeros_like(masses), masses * 0 + 1
 
     is_axion = kinds == 2
-    ua = rng.uniform(seed, index, STREAM_AXION, 2)
+    ua = uni[STREAM_AXION]
     log10_m_a = _span(ua[:, 0], *preset.log10_axion_mass_range)
     half_length = preset.vortex_length_scale / 10.0**log10_m_a
     nan = torch.full_like(log10_m_a, float("nan"))
@@ -178,7 +185,5 @@ def draw_params(preset: SimPreset, kinds: Tensor, index: Tensor, seed: int) -> S
         vortex_half_length=torch.where(is_axion, half_length, torch.zeros_like(half_length)),
         vortex_theta_e2=geo.einstein_radius(preset.vortex_mass) ** 2 * is_axion.to(f64),
         sub_mass_total=sub_total,
-        noise_seed=torch.tensor(rng.seeds63(seed, index, STREAM_NOISE), dtype=torch.int64)
-        if n
-        else torch.zeros(0, dtype=torch.int64),
+        noise_seed=torch.tensor(rng.words_to_seed(words[STREAM_NOISE]), dtype=torch.int64),
     )

@@ -96,15 +96,19 @@ def _render(
         gx - ax, gy - ay, col("source_amp"), preset.source_r_sersic, preset.source_n_sersic,
         col("source_e1"), col("source_e2"), col("source_x"), col("source_y"),
     )
-    img = imaging.bin_pixels(src, preset.supersampling)
-    kernel = imaging.gaussian_kernel1d(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
-    return imaging.gaussian_blur(img, kernel) * preset.pixel_scale**2
+    img = imaging.bin_pixels(src, preset.supersampling)  # (B, n + 2r, n + 2r), edge-padded
+    return imaging.gaussian_blur_padded(img, _kernel(preset)) * preset.pixel_scale**2
+
+
+def _kernel(preset: SimPreset) -> list[float]:
+    return imaging.gaussian_kernel1d(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
 
 
 @functools.lru_cache(maxsize=64)
 def _grid(preset: SimPreset, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    pad = len(_kernel(preset)) // 2
     gx, gy = imaging.pixel_grid(
-        preset.num_pix, preset.pixel_scale, preset.supersampling, device, dtype
+        preset.num_pix, preset.pixel_scale, preset.supersampling, device, dtype, pad=pad
     )
     return gx.contiguous(), gy.contiguous()
 
@@ -117,7 +121,7 @@ def _compiled(preset: SimPreset, kind: int, device: torch.device, dtype: torch.d
 
 def _eager_chunks(preset: SimPreset, kind: int) -> tuple[int, int]:
     """(images per chunk, subhalos per slice) for eager mode."""
-    pixels = (preset.num_pix * preset.supersampling) ** 2
+    pixels = ((preset.num_pix + len(_kernel(preset)) - 1) * preset.supersampling) ** 2
     images = max(1, _EAGER_PIXELS // pixels)
     k = preset.n_subhalos if kind == 1 else preset.vortex_n_points
     k_chunk = max(1, min(k, _EAGER_SUB_PIXELS // (pixels * images)))
@@ -137,7 +141,9 @@ def render_noiseless(
     n, h = len(params), preset.num_pix
     out = torch.empty((n, h, h), device=device, dtype=dtype)
     gx, gy = _grid(preset, device, dtype)
-    for kind in params.kind.unique().tolist():
+    kinds = params.kind.unique().tolist()
+    single = len(kinds) == 1
+    for kind in kinds:
         rows = torch.nonzero(params.kind == kind).flatten()
         names = _names(preset, kind)
         tensors = {k: getattr(params, k)[rows].to(device=device, dtype=dtype) for k in names}
@@ -153,6 +159,9 @@ def render_noiseless(
             if compile and m < step:  # pad with copies of the first image: one static shape
                 part = {k: torch.cat([v, v[:1].expand(step - m, *v.shape[1:])]) for k, v in
                         part.items()}
-            out[dev_rows[s : s + m]] = fn(part, gx, gy)[:m]
+            res = fn(part, gx, gy)[:m]
+            if single and s == 0 and m == n:
+                return res
+            out[dev_rows[s : s + m]] = res
     return out
 

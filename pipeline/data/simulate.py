@@ -98,7 +98,10 @@ def images_from_params(
     """(N, H, W) images of drawn parameters: render, add noise, normalise."""
     img = render_noiseless(preset, params, device=device, dtype=dtype, compile=compile)
     if noise and len(params):
-        img = noise_mod.add_noise(img, preset, params.exposure_time, params.noise_seed.tolist())
+        return noise_mod.add_noise(
+            img, preset, params.exposure_time, params.noise_seed.tolist(),
+            normalize_after=normalize, compile=compile,
+        )
     return noise_mod.normalize(img) if normalize else img
 
 

@@ -124,6 +124,10 @@ REJECTED: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         _set("available_node_types", "gpu_spot", "resources", value={"CPU": "four", "GPU": 1}),
         "Ray schema",
     ),
+    "schema_bad_gpu_type": (
+        _set("available_node_types", "gpu_ondemand", "resources", value={"CPU": 4, "GPU": "one"}),
+        "Ray schema",
+    ),
     "schema_missing_head_type": (_set("head_node_type", value="nope"), "Ray schema"),
 }
 

@@ -1,0 +1,187 @@
+"""Search-pipeline benchmark; prints JSON (no asserts on wall time).
+
+- driver start-up: `run_search` called -> first trial started (Ray connect, data opened and put
+  in the object store, MLflow parent run, Tuner built);
+- per-trial overhead: the driver's trial start -> first report, less that first epoch's own
+  training+validation time (actor start, imports, data from the object store, model build);
+- search quality on one fixed small simulated task: ASHA + HyperOpt against random search
+  (FIFO, every trial trains all epochs) with the same number of trials, several searcher
+  seeds: best validation accuracy, total epochs spent, and the epochs ASHA + HyperOpt needed
+  to first reach random search's best.
+
+Uses RAY_ADDRESS when set, else starts a local Ray. `--quick` makes it a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPACE = """
+name: bench
+scheduler: asha
+searcher: hyperopt
+metric: val_acc
+mode: max
+num_samples: {n}
+max_epochs: {epochs}
+grace_period: 1
+reduction_factor: 2
+n_initial_points: {n_initial}
+seed: {seed}
+resources: {{cpus: 1, gpus: 0}}
+params:
+  data.source: simulate
+  data.preset: model_ii
+  data.task: binary
+  data.n_train: {n_train}
+  data.n_val: 128
+  data.n_test: 16
+  data.img_size: 32
+  data.seed: 0
+  model.name: eqcvt_stem
+  model.group:
+    choice:
+      - {{value: C4, params: {{model.fields: {{choice: [1, 2]}}}}}}
+      - {{value: C8, params: {{model.fields: {{choice: [1, 2]}}}}}}
+  model.embed_dim: {{choice: [8, 16]}}
+  model.depth: 1
+  model.heads: 1
+  model.head_hidden: 16
+  model.kernel_size: 3
+  model.stem_blocks: 1
+  train.batch_size: 32
+  train.lr: {{loguniform: [1.0e-4, 3.0e-2]}}
+  train.num_threads: 1
+"""
+
+
+def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from pipeline import tune as ptune
+    from pipeline.live import LiveView
+
+    text = SPACE.format(n=args.trials, epochs=args.epochs, seed=seed, n_train=args.n_train,
+                        n_initial=max(2, args.trials // 3))
+    if kind == "random":
+        text = text.replace("scheduler: asha", "scheduler: fifo").replace(
+            "searcher: hyperopt", "searcher: random").replace(
+            "grace_period: 1\n", "").replace("reduction_factor: 2\n", "").replace(
+            f"n_initial_points: {max(2, args.trials // 3)}\n", "")
+    name = f"{kind}-{seed}-{int(time.time())}"
+    req = ptune.SearchRequest(
+        space_file=f"{kind}.yaml", space_text=text, experiment=name,
+        storage_path=str(work / "results"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+        max_failures=0,
+    )
+    from rich.console import Console
+
+    view = LiveView("val_acc", "max", name, console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
+    t0 = time.time()
+    out = ptune.run_search(req, view=view)
+    wall = time.time() - t0
+    starts = [t["start"] for t in out.timings.values() if "start" in t]
+    results = sorted(out.results)
+    best, curve = -math.inf, []  # (epochs spent so far, best so far)
+    for i, (_, _, _, value) in enumerate(results, 1):
+        if not math.isnan(value):
+            best = max(best, value)
+        curve.append((i, best))
+    return {
+        "wall_s": wall,
+        "driver_startup_s": (min(starts) - t0) if starts else None,
+        "overheads_s": ptune.trial_overheads(out),
+        "best_val_acc": best if best > -math.inf else None,
+        "total_epochs": len(results),
+        "curve": curve,
+        "statuses": sorted(set(out.statuses.values())),
+    }
+
+
+def _epochs_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    for epochs, best in curve:
+        if best >= target - 1e-9:
+            return epochs
+    return None
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one seed, 4 trials, 2 epochs")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--n-train", type=int, default=256)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.trials, args.epochs, args.n_train = 1, 4, 2, 128
+
+    from pipeline import tune as ptune
+
+    work = Path(tempfile.mkdtemp(prefix="eqcvt-bench-search-"))
+    t0 = time.time()
+    ptune.connect(None)
+    connect_s = time.time() - t0
+    runs: dict[str, list[dict[str, Any]]] = {"asha_hyperopt": [], "random": []}
+    for seed in range(args.seeds):
+        runs["random"].append(_search("random", seed, args, work))
+        runs["asha_hyperopt"].append(_search("asha", seed, args, work))
+    ptune.shutdown()
+
+    overheads = [o for rs in runs.values() for r in rs for o in r["overheads_s"]]
+    startups = [r["driver_startup_s"] for rs in runs.values() for r in rs
+                if r["driver_startup_s"] is not None]
+    per_seed = []
+    for rnd, asha in zip(runs["random"], runs["asha_hyperopt"], strict=True):
+        target = rnd["best_val_acc"]
+        reach = _epochs_to_reach(asha["curve"], target) if target is not None else None
+        per_seed.append({
+            "random_best": target, "random_epochs": rnd["total_epochs"],
+            "asha_best": asha["best_val_acc"], "asha_epochs": asha["total_epochs"],
+            "asha_epochs_to_reach_random_best": reach,
+            "asha_fraction_of_random_epochs": (reach / rnd["total_epochs"]
+                                               if reach is not None else None),
+        })
+    report = {
+        "machine": {"cpus": os.cpu_count(), "ray_address": os.environ.get("RAY_ADDRESS")},
+        "settings": vars(args),
+        "ray_connect_s": connect_s,
+        "driver_startup_s": {"first_search": startups[0] if startups else None,
+                             "median": statistics.median(startups) if startups else None},
+        "per_trial_overhead_s": {
+            "median": statistics.median(overheads) if overheads else None,
+            "max": max(overheads) if overheads else None, "n": len(overheads),
+        },
+        "asha_hyperopt_vs_random": per_seed,
+        "summary": {
+            "mean_random_best": _mean([s["random_best"] for s in per_seed]),
+            "mean_asha_best": _mean([s["asha_best"] for s in per_seed]),
+            "mean_random_epochs": _mean([s["random_epochs"] for s in per_seed]),
+            "mean_asha_epochs": _mean([s["asha_epochs"] for s in per_seed]),
+            "seeds_where_asha_reached_random_best_with_half_the_epochs": sum(
+                1 for s in per_seed if s["asha_fraction_of_random_epochs"] is not None
+                and s["asha_fraction_of_random_epochs"] <= 0.5),
+        },
+        "search_wall_s": {k: [r["wall_s"] for r in v] for k, v in runs.items()},
+    }
+    print(json.dumps(report, indent=1))
+    return report
+
+
+def _mean(xs: list[Any]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""`eqcvt-search` command line: dispatch, validation before any cluster work, clear errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from pipeline import cli
+
+
+def test_no_arguments_runs_the_default_space(monkeypatch):
+    seen = {}
+    monkeypatch.setitem(cli.COMMANDS, "run", lambda args: seen.setdefault("args", args) and 0)
+    assert cli.main([]) == 0
+    args = seen["args"]
+    assert args.command == "run" and args.space == "default" and args.address is None
+    assert cli.shipped_space(args.space).name == "default.yaml"
+
+
+def test_shipped_spaces_resolve_by_name():
+    assert set(cli.shipped_names()) >= {"default", "asha_hyperopt", "pbt", "baselines"}
+    assert cli.shipped_space("pbt.yaml").is_file()
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        cli.shipped_space("nope")
+
+
+def test_parse_sets_reads_yaml_scalars():
+    assert cli.parse_sets(["train.lr=1e-3", "data.on_the_fly=true", "model.group=C8",
+                           "data.n_train=64"]) == {
+        "train.lr": 1e-3, "data.on_the_fly": True, "model.group": "C8", "data.n_train": 64}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        cli.parse_sets(["oops"])
+
+
+def test_bad_yaml_is_rejected_with_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nscheduler: asha\nsearcher: random\nmetric: val_acc\n"
+                   "params:\n  model.gruop: C4\n")
+    assert cli.main(["run", "--space", str(bad)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert str(bad) in err and "model.gruop" in err
+
+
+def test_bad_set_key_is_rejected_before_ray(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--set", "train.nope=1"]) == cli.EXIT_USAGE
+    assert "train.nope" in capsys.readouterr().err
+    assert not (tmp_path / "ray_results").exists()
+
+
+def test_unreachable_tracking_server_refuses_to_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    rc = cli.main(["run", "--tracking-uri", uri, "--storage-path", str(tmp_path / "r")])
+    assert rc == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "not reachable" in err and uri in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_of_something_that_is_not_a_search(tmp_path, capsys):
+    assert cli.main(["resume", str(tmp_path)]) == cli.EXIT_USAGE
+    assert "not an eqcvt-search experiment" in capsys.readouterr().err
+
+
+def test_cluster_check_is_forwarded(monkeypatch):
+    import pipeline.cluster
+
+    seen = {}
+    monkeypatch.setattr(pipeline.cluster, "main", lambda argv: seen.setdefault("argv", argv)
+                        and 0)
+    assert cli.main(["cluster-check", "cluster.yaml", "--pyproject", "p.toml"]) == 0
+    assert seen["argv"] == ["cluster.yaml", "--pyproject", "p.toml"]
+
+
+def test_data_main_forwards_to_the_data_cli(monkeypatch):
+    import pipeline.data.cli
+
+    called = []
+    monkeypatch.setattr(pipeline.data.cli, "main", lambda: called.append(True))
+    cli.data_main()
+    assert called == [True]
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("run", "resume", "final", "report", "predict", "cluster-check"):
+        assert cmd in out

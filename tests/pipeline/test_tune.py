@@ -1,0 +1,347 @@
+"""Ray Tune side of a search: space conversion, data sharing, and real searches on a private
+two-node cluster (ASHA + HyperOpt across nodes, PBT exploits, Ctrl-C / SIGTERM + resume)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from pipeline import tracking as T  # noqa: E402
+from pipeline import tune as ptune  # noqa: E402
+from pipeline.config import RunConfig  # noqa: E402
+from pipeline.search_space import flatten_sampled, load_search_space  # noqa: E402
+
+from .conftest import TINY_DATA, TINY_MODEL, cli_env, run_cli, sets  # noqa: E402
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+TINY_YAML = """
+name: {name}
+scheduler: {scheduler}
+searcher: random
+metric: val_acc
+mode: max
+num_samples: {n}
+max_epochs: {epochs}
+seed: 0
+resources: {{cpus: 1, gpus: 0}}
+params:
+  data.source: simulate
+  data.task: binary
+  model.name: eqcvt_stem
+  model.group: C4
+  model.fields: 1
+  train.batch_size: 32
+  train.lr: {{loguniform: [1.0e-3, 1.0e-2]}}
+"""
+
+PBT_YAML = """
+name: pbt_tiny
+scheduler: pbt
+metric: val_loss
+mode: min
+num_samples: 3
+max_epochs: 3
+perturbation_interval: 1
+quantile_fraction: 0.5
+resample_probability: 0.5
+seed: 0
+resources: {cpus: 1, gpus: 0}
+hyperparam_mutations:
+  train.lr: {loguniform: [1.0e-4, 1.0e-2]}
+params:
+  data.source: simulate
+  data.task: binary
+  model.name: eqcvt_stem
+  model.group: C4
+  model.fields: 1
+  train.scheduler: constant
+  train.batch_size: 32
+"""
+
+
+# ----------------------------------------------------------------------------- no cluster
+
+
+@pytest.mark.parametrize("name", ["default", "asha_hyperopt", "pbt", "baselines"])
+def test_build_search_for_shipped_spaces(name):
+    spec = load_search_space(SPACES / f"{name}.yaml")
+    space, searcher, scheduler = ptune.build_search(spec)
+    kind = type(scheduler).__name__
+    assert kind == {"asha": "AsyncHyperBandScheduler", "pbt": "PopulationBasedTraining",
+                    "fifo": "FIFOScheduler"}[spec.scheduler]
+    if spec.searcher == "hyperopt" or spec.has_conditionals:
+        assert type(searcher).__name__ == "HyperOptSearch" and space == {}
+    else:
+        assert "train.epochs" in space
+
+
+@pytest.mark.parametrize("name", ["default", "asha_hyperopt"])
+def test_hyperopt_space_samples_valid_nested_configs(name):
+    """Conditional choices become nested hp.choice; every draw flattens to a valid config
+    whose fields respect the branch it came from."""
+    from hyperopt.pyll import stochastic
+
+    spec = load_search_space(SPACES / f"{name}.yaml")
+    space = ptune.hyperopt_space(spec)
+    rng = __import__("numpy").random.default_rng(0)
+    groups = set()
+    for _ in range(30):
+        flat = flatten_sampled(stochastic.sample(space, rng=rng))
+        cfg = RunConfig.from_flat(flat)
+        assert cfg.train.epochs == spec.max_epochs
+        groups.add(cfg.model.group)
+    assert len(groups) >= 2
+
+
+def test_pbt_mutations_only_optimiser_values():
+    spec = load_search_space(SPACES / "pbt.yaml")
+    _, _, scheduler = ptune.build_search(spec)
+    assert set(scheduler._hyperparam_mutations) <= {"train.lr", "train.weight_decay",
+                                                     "train.momentum"}
+
+
+def test_request_budget_overrides_and_round_trip(tmp_path):
+    text = (SPACES / "asha_hyperopt.yaml").read_text()
+    req = ptune.SearchRequest(space_file="asha_hyperopt.yaml", space_text=text,
+                              experiment="x", storage_path=str(tmp_path),
+                              tracking_uri="sqlite:///x.db", max_epochs=1, num_samples=2,
+                              fixed={"data.n_train": 16, "train.batch_size": 8})
+    spec = req.spec()
+    assert (spec.max_epochs, spec.grace_period, spec.num_samples) == (1, 1, 2)
+    assert spec.params["data.n_train"] == 16 and spec.params["train.batch_size"] == 8
+    again = ptune.SearchRequest.from_json(req.to_json())
+    assert again.spec() == spec
+    assert req.resources(spec) == {"cpu": 4.0, "gpu": 0.25}
+    req.cpus_per_trial, req.gpus_per_trial = 1, 0
+    assert req.resources(spec) == {"cpu": 1.0, "gpu": 0.0}
+
+
+def test_shared_bundle_round_trip_without_copy():
+    import torch
+
+    from pipeline.data.bundle import DataBundle, Split
+
+    def split(n):
+        return Split(torch.rand(n, 1, 8, 8), torch.arange(n) % 2, torch.zeros(n, 0))
+
+    bundle = DataBundle("binary", ("no_sub", "sub"), (1, 8, 8), split(6), split(4), split(4),
+                        None, {"a": 1})
+    shared = ptune.share_bundle(bundle)
+    back = ptune.bundle_from_shared(shared)
+    assert torch.equal(back.train.images, bundle.train.images)
+    assert back.train.images.data_ptr() == shared["train"]["images"].ctypes.data  # a view
+    assert len(back.test.labels) == 0 and back.classes == bundle.classes
+
+
+def test_data_is_searched():
+    spec = load_search_space(SPACES / "default.yaml")
+    assert not ptune.data_is_searched(spec)
+    assert ptune.data_is_searched(spec.replace(params={**spec.params,
+                                                       "data.seed": __import__(
+                                                           "pipeline.search_space",
+                                                           fromlist=["Choice"]).Choice((0, 1))}))
+
+
+# ----------------------------------------------------------------------------- on the cluster
+
+
+@pytest.mark.slow
+def test_asha_hyperopt_on_two_nodes(finished_search):
+    """Every trial ran (on both nodes), ended FINISHED as a nested child run with per-epoch
+    metrics and its end-of-trial artefacts; the parent run holds the YAML and manifest."""
+    fs = finished_search
+    tracker = T.Tracker(fs["uri"], fs["experiment"])
+    (parent,) = tracker.runs(kind="search")
+    assert parent["status"] == T.FINISHED
+    assert parent["tags"][T.TAG_GIT]
+    assert {"default.yaml", "manifest.json"} <= set(tracker.list_artifacts(parent["run_id"]))
+    trials = tracker.runs(kind="trial")
+    assert len(trials) == fs["num_samples"]
+    assert {r["status"] for r in trials} == {T.FINISHED}
+    assert {r["tags"][T.TAG_PARENT] for r in trials} == {parent["run_id"]}
+    assert len({r["tags"][T.TAG_TRIAL_ID] for r in trials}) == fs["num_samples"]
+    nodes = {r["tags"]["ray.node_id"] for r in trials}
+    assert len(nodes) == 2, nodes  # trials seen on both nodes
+    groups = set()
+    for r in trials:
+        steps = [s for s, _ in tracker.metric_history(r["run_id"], "val_acc")]
+        assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= fs["epochs"]
+        assert r["params"]["train.epochs"] == str(fs["epochs"])
+        groups.add(r["params"]["model.group"])
+        assert "invariance_error" in r["metrics"] and "num_params" in r["metrics"]
+        arts = set(tracker.list_artifacts(r["run_id"]))
+        assert {"evaluation", "best_checkpoint"} <= arts
+        ev = set(tracker.list_artifacts(r["run_id"], "evaluation"))
+        assert {"evaluation/roc.png", "evaluation/confusion.png"} <= ev
+        assert "best_checkpoint/state.pt" in tracker.list_artifacts(r["run_id"],
+                                                                     "best_checkpoint")
+    out = fs["proc"].stdout
+    assert "leaderboard" in out
+
+
+@pytest.mark.slow
+def test_pbt_exploit_loads_donor_checkpoint(ray_cluster, tmp_path):
+    """A PBT population where a trial exploits: it restarts from the donor's checkpoint
+    (origin recorded in that checkpoint) and trains on with the mutated lr."""
+    (tmp_path / "pbt.yaml").write_text(PBT_YAML)
+    env = cli_env(ray_cluster, tmp_path)
+    proc = run_cli(["run", "--space", "pbt.yaml", "--experiment", "pbt", "--storage-path",
+                    str(tmp_path / "results"), *sets(TINY_DATA, TINY_MODEL)], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert (tmp_path / "results" / "pbt" / "pbt_global.txt").is_file()
+    tracker = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pbt")
+    trials = tracker.runs(kind="trial")
+    assert len(trials) == 3 and {r["status"] for r in trials} == {T.FINISHED}
+    exploited = [r for r in trials if "pbt.last_exploit" in r["tags"]]
+    assert exploited, "no PBT exploit happened"
+    ids = {r["tags"][T.TAG_TRIAL_ID] for r in trials}
+    for r in exploited:
+        donor, epoch = r["tags"]["pbt.last_exploit"].split("@")
+        assert donor in ids and donor != r["tags"][T.TAG_TRIAL_ID] and int(epoch) >= 1
+        # the mutated lr is the one the optimiser used after the exploit
+        lrs = dict(tracker.metric_history(r["run_id"], "lr"))
+        mutated = dict(tracker.metric_history(r["run_id"], "pbt/train.lr"))
+        last = max(lrs)
+        assert lrs[last] == pytest.approx(mutated[last], rel=1e-6)
+    for r in trials:  # every member trained until Tune stopped it at max_epochs
+        its = [v for _, v in tracker.metric_history(r["run_id"], "training_iteration")]
+        assert max(its) == 3
+
+
+def _epochs_logged(db: Path, experiment: str) -> int:
+    """Epochs logged over all trials so far (0 while the store is being created)."""
+    if not db.exists():
+        return 0
+    try:
+        runs = T.Tracker(f"sqlite:///{db}", experiment).runs(kind="trial")
+    except Exception:  # noqa: BLE001 - the store is being created by the driver
+        return 0
+    return int(sum(r["metrics"].get("epoch", 0) for r in runs))
+
+
+def _interrupt(args, cwd, env, db, experiment, sig, timeout=300):
+    """Start the CLI, wait until it logs a new epoch, then send `sig` mid-search."""
+    baseline = _epochs_logged(db, experiment)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while _epochs_logged(db, experiment) <= baseline:
+            assert proc.poll() is None, "the search ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no progress before the timeout"
+            time.sleep(1.0)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_leave_resumable_state(ray_cluster, tmp_path):
+    """run -> Ctrl-C -> resume -> SIGTERM -> resume: every trial completes all its epochs,
+    and MLflow holds exactly one run per trial (each epoch logged once), none RUNNING."""
+    n, epochs = 3, 5
+    (tmp_path / "s.yaml").write_text(TINY_YAML.format(name="sig", scheduler="fifo", n=n,
+                                                      epochs=epochs))
+    env = cli_env(ray_cluster, tmp_path)
+    db, storage = tmp_path / "mlflow.db", tmp_path / "results"
+    path = storage / "sig"
+    run = ["run", "--space", "s.yaml", "--experiment", "sig", "--storage-path", str(storage),
+           *sets(TINY_DATA, TINY_MODEL, ["data.n_train=256"])]  # epochs of a few seconds
+    rc, out = _interrupt(run, tmp_path, env, db, "sig", signal.SIGINT)
+    assert rc == 130, out[-5000:]
+    assert "eqcvt-search resume" in out
+    tracker = T.Tracker(f"sqlite:///{db}", "sig")
+    assert T.RUNNING not in {r["status"] for r in tracker.runs()}, "a run was left RUNNING"
+
+    rc, out = _interrupt(["resume", str(path)], tmp_path, env, db, "sig", signal.SIGTERM)
+    assert rc in (0, 130), out[-5000:]
+    assert T.RUNNING not in {r["status"] for r in tracker.runs()}
+
+    proc = run_cli(["resume", str(path)], tmp_path, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert f"{n} TERMINATED" in proc.stderr
+    trials = tracker.runs(kind="trial")
+    assert len(trials) == n, [r["tags"].get(T.TAG_TRIAL_ID) for r in trials]
+    assert len({r["tags"][T.TAG_TRIAL_ID] for r in trials}) == n
+    assert {r["status"] for r in trials} == {T.FINISHED}
+    for r in trials:
+        steps = [s for s, _ in tracker.metric_history(r["run_id"], "epoch")]
+        assert sorted(steps) == list(range(1, epochs + 1)), steps
+    (parent,) = tracker.runs(kind="search")
+    assert parent["status"] == T.FINISHED
+    meta = json.loads((path / ptune.META_FILE).read_text())
+    assert meta["parent_run_id"] == parent["run_id"]
+
+
+@pytest.mark.slow
+def test_every_shipped_space_runs_on_a_tiny_budget(ray_cluster, tmp_path):
+    """asha_hyperopt, pbt and baselines end to end (default.yaml: `finished_search`), with
+    budgets and sizes pinned from the command line; one driver process for all three."""
+    env = cli_env(ray_cluster, tmp_path)
+    script = tmp_path / "run_all.py"
+    tiny = {k: v for k, v in (s.split("=") for s in TINY_DATA)}
+    script.write_text(
+        "import json, sys\n"
+        "from pipeline import tune as t\n"
+        "from pipeline.cli import shipped_space, parse_sets\n"
+        f"fixed = parse_sets({[f'{k}={v}' for k, v in tiny.items()]!r})\n"
+        "fixed.update({'data.n_train': 32, 'data.n_val': 16, 'data.n_test': 16,\n"
+        "              'train.batch_size': 16, 'train.eval_batch_size': 16})\n"
+        "small = {'asha_hyperopt': {}, 'baselines': {},\n"
+        "         'pbt': {'model.embed_dim': 8, 'model.fields': 1, 'model.stem_blocks': 1,\n"
+        "                 'model.depth': 1, 'model.head_dim': 8, 'model.kernel_size': 3}}\n"
+        "res = {}\n"
+        "for name in ('asha_hyperopt', 'pbt', 'baselines'):\n"
+        "    p = shipped_space(name)\n"
+        "    req = t.SearchRequest(space_file=str(p), space_text=p.read_text(),\n"
+        "        experiment=name, storage_path=sys.argv[1], tracking_uri=sys.argv[2],\n"
+        "        fixed={**fixed, **small[name]}, max_epochs=1,\n"
+        "        num_samples=2, cpus_per_trial=1, gpus_per_trial=0, max_failures=0)\n"
+        "    out = t.run_search(req)\n"
+        "    res[name] = out.statuses\n"
+        "print('RESULT', json.dumps(res))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "results"), f"sqlite:///{tmp_path}/m.db"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-8000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    res = json.loads(line.split(" ", 1)[1])
+    for name, statuses in res.items():
+        assert statuses and set(statuses.values()) == {"TERMINATED"}, (name, statuses)
+    for name in res:
+        runs = T.Tracker(f"sqlite:///{tmp_path}/m.db", name).runs(kind="trial")
+        assert runs and {r["status"] for r in runs} == {T.FINISHED}
+
+
+@pytest.mark.slow
+def test_nan_loss_errors_the_trial_and_the_search_goes_on(ray_cluster, tmp_path):
+    """An absurd lr makes the loss non-finite: that trial ends ERROR (MLflow FAILED) with the
+    engine's message, the other trial finishes, and the CLI still exits normally."""
+    space = TINY_YAML.format(name="nan", scheduler="fifo", n=2, epochs=2).replace(
+        "train.lr: {loguniform: [1.0e-3, 1.0e-2]}", "train.lr: {grid: [1.0e-3, 1.0e+30]}")
+    (tmp_path / "nan.yaml").write_text(space)
+    env = cli_env(ray_cluster, tmp_path)
+    proc = run_cli(["run", "--space", "nan.yaml", "--experiment", "nan", "--storage-path",
+                    str(tmp_path / "results"), "--num-samples", "1",
+                    *sets(TINY_DATA, TINY_MODEL)], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    runs = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan").runs(kind="trial")
+    by_status = {r["status"]: r for r in runs}
+    assert set(by_status) == {T.FINISHED, T.FAILED}
+    failed = by_status[T.FAILED]
+    assert "non-finite training loss" in failed["tags"]["eqcvt.error"]
+    assert int(failed["tags"].get("tune.retries", "1")) <= 1  # no endless retries
