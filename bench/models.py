@@ -2,7 +2,8 @@
 
 For each model and size (default 64x64 and 150x150, batch 64, CPU): trainable parameters, forward
 FLOPs (torch.utils.flop_counter, eval mode), train-step images/s (forward, backward, AdamW step),
-eval images/s with escnn's cached filters and with the filters re-expanded on every batch, and the
+eval images/s with escnn's cached filters and with the filters re-expanded on every batch (plus
+the time one expansion of all filters takes, which is what the cache saves per batch), and the
 ratio of seed_eqcvt to cvt_baseline train throughput (the two timed in turns). Each figure is
 batch / median step time. Wall times are reported, never asserted.
 
@@ -70,6 +71,21 @@ def images_per_second_ab(
     return batch / statistics.median(times[0]), batch / statistics.median(times[1])
 
 
+def expansion_ms(model: torch.nn.Module, repeats: int = 20) -> float:
+    """Median time to expand every escnn filter of `model` once: what the cache saves per batch."""
+    layers = caching_modules(model)
+    if not layers:
+        return 0.0
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 2):
+            start = time.perf_counter()
+            for layer in layers:
+                layer.expand_parameters()
+            times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times[2:])
+
+
 def setup(name: str, size: int, batch: int, device: torch.device):
     """A model and a fixed random batch for it."""
     torch.manual_seed(0)
@@ -115,6 +131,7 @@ def bench_one(name: str, size: int, batch: int, iters: int, device: torch.device
     }
 
     model.eval()
+    result["filter_expansion_ms_per_batch"] = expansion_ms(model)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     result["forward_gflops_per_image"] = counter.get_total_flops() / batch / 1e9

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,7 +72,8 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
     from pipeline import tune as ptune
     from pipeline.live import LiveView
 
-    text = SPACE.format(n=args.trials, epochs=args.epochs, seed=seed, n_train=args.n_train,
+    trials = args.trials if kind == "random" else args.asha_trials
+    text = SPACE.format(n=trials, epochs=args.epochs, seed=seed, n_train=args.n_train,
                         n_initial=max(2, args.trials // 3))
     if kind == "random":
         text = text.replace("scheduler: asha", "scheduler: fifo").replace(
@@ -119,12 +121,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one seed, 4 trials, 2 epochs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--trials", type=int, default=8, help="random-search trials")
+    p.add_argument("--asha-trials", type=int, default=None,
+                   help="ASHA + HyperOpt trials (default 2x --trials: ASHA stops most early, "
+                        "and its curve is compared at random search's total epochs)")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--n-train", type=int, default=256)
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.trials, args.epochs, args.n_train = 1, 4, 2, 128
+    if args.asha_trials is None:
+        args.asha_trials = 2 * args.trials
 
     from pipeline import tune as ptune
 
@@ -145,8 +152,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for rnd, asha in zip(runs["random"], runs["asha_hyperopt"], strict=True):
         target = rnd["best_val_acc"]
         reach = _epochs_to_reach(asha["curve"], target) if target is not None else None
+        budget = rnd["total_epochs"]
+        at_budget = [b for e, b in asha["curve"] if e <= budget and b > -math.inf]
         per_seed.append({
-            "random_best": target, "random_epochs": rnd["total_epochs"],
+            "random_best": target, "random_epochs": budget,
+            "asha_best_at_equal_epochs": at_budget[-1] if at_budget else None,
             "asha_best": asha["best_val_acc"], "asha_epochs": asha["total_epochs"],
             "asha_epochs_to_reach_random_best": reach,
             "asha_fraction_of_random_epochs": (reach / rnd["total_epochs"]
@@ -165,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "asha_hyperopt_vs_random": per_seed,
         "summary": {
             "mean_random_best": _mean([s["random_best"] for s in per_seed]),
+            "mean_asha_best_at_equal_epochs": _mean(
+                [s["asha_best_at_equal_epochs"] for s in per_seed]),
             "mean_asha_best": _mean([s["asha_best"] for s in per_seed]),
             "mean_random_epochs": _mean([s["random_epochs"] for s in per_seed]),
             "mean_asha_epochs": _mean([s["asha_epochs"] for s in per_seed]),
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "search_wall_s": {k: [r["wall_s"] for r in v] for k, v in runs.items()},
     }
     print(json.dumps(report, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
     return report
 
 

@@ -218,6 +218,8 @@ def _report_outcome(outcome: Any, console: Any) -> int:
     if outcome.tracking_pending:
         return 1
     console.print(f"done: {outcome.experiment_path}")
+    if outcome.tracking_uri.startswith("sqlite:"):
+        console.print(f"MLflow UI: mlflow ui --backend-store-uri {outcome.tracking_uri}")
     return 0
 
 

@@ -1,10 +1,10 @@
 """Offline check of a Ray cluster launcher file (`eqcvt-search cluster-check cluster.yaml`).
 
 Two layers, both before any cloud call: Ray's own schema (the same `prepare_config` +
-`validate_config` that `ray up` runs), then the rules this project needs on a cluster, each of which
-has cost someone a broken or exposed cluster: the image's Ray version equals the pin, results go to
-shared storage, the head runs no trials, MLflow and the dashboard listen on loopback only, and
-Ray's token auth stays on.
+`validate_config` that `ray up` runs), then the rules this project needs on a cluster: the
+image's Ray version equals the pin (a mismatch fails late and obscurely), results go to shared
+storage (Ray no longer syncs trial files between nodes), the head runs no trials, MLflow and the
+dashboard listen on loopback only, and Ray's token auth stays on.
 
 This is the one module besides pipeline/tune.py that touches ray: it imports Ray's autoscaler
 utilities, lazily, inside `ray_schema_errors`.

@@ -84,14 +84,16 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     lines += ["", f"Trials: {len(trials)} ({', '.join(f'{n} {s}' for s, n in counts.items())})",
               "", "## Trials", ""]
-    header = ["#", "trial", "status", f"best {metric}", "epochs", "invariance err",
-              "rot. logit std", "params", "train time [s]", *[k.split('.', 1)[1] for k in keys]]
+    other = "val_mae" if any("val_mae" in r["metrics"] for r in trials) else "val_auc_micro"
+    header = ["#", "trial", "status", f"best {metric}", f"{other} (last)", "epochs",
+              "invariance err", "rot. logit std", "params", "train time [s]",
+              *[k.split('.', 1)[1] for k in keys]]
     rows = []
     for i, r in enumerate(ranked, 1):
         m = r["metrics"]
         rows.append([
             i, r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]), r["status"],
-            m.get(key), int(m.get("epoch", 0)), m.get("invariance_error"),
+            m.get(key), m.get(other), int(m.get("epoch", 0)), m.get("invariance_error"),
             m.get("rotation_logit_std"), _int(m.get("num_params")), m.get("time_total_s"),
             *[r["params"].get(k, "") for k in keys],
         ])

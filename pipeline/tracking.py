@@ -114,6 +114,8 @@ def _is_outage(err: BaseException) -> bool:
             "NewConnectionError", "ProtocolError", "RemoteDisconnected", "ChunkedEncodingError",
         ):
             return True
+        if "database is locked" in str(e):  # SQLite busy (e.g. `mlflow ui` reading): retry
+            return True
         if isinstance(e, MlflowException):
             msg = str(e)
             if "API request to" in msg and "failed with" in msg:

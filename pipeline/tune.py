@@ -129,6 +129,7 @@ class SearchOutcome:
     parent_run_id: str | None
     tracking_pending: int = 0  # records the tracking server never accepted
     results: list[tuple[float, str, int, float]] = field(default_factory=list)
+    tracking_uri: str = ""
 
     @property
     def ok(self) -> bool:
@@ -310,6 +311,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
         "trial_start_time": t_start,
         "restored_from_trial": "",
         "restored_from_epoch": 0.0,
+        "data_from_object_store": float(data is not None),
     }
     bundle = bundle_from_shared(data) if data is not None else None
     resume_dir = None
@@ -531,10 +533,9 @@ class TrackingCallback(tune.Callback):
     """
 
     def __init__(self, request: SearchRequest, spec: SearchSpec, parent: T.RunRef,
-                 tracker: T.Tracker, data_ref: Any, data_cfg: dict[str, Any],
-                 view: LiveView | None = None) -> None:
+                 tracker: T.Tracker, eval_ref: Any, view: LiveView | None = None) -> None:
         self.request, self.spec, self.parent, self.tracker = request, spec, parent, tracker
-        self.data_ref, self.data_cfg = data_ref, data_cfg
+        self.eval_ref = eval_ref
         self.view = view
         self.metric, self.mode = spec.metric, spec.mode
         self.pbt = spec.scheduler == "pbt"
@@ -667,7 +668,10 @@ class TrackingCallback(tune.Callback):
             self.tracker.end_run(ref, T.FINISHED)
             return
         task = ray.remote(_trial_artifacts).options(num_cpus=0, max_retries=0)
-        job = task.remote(ckpt, self.data_ref, self.data_cfg)
+        data_cfg = None
+        if self.eval_ref is None:  # the trial's own data (sampled data.* keys)
+            data_cfg = dataclasses.asdict(RunConfig.from_flat(flatten_sampled(trial.config)).data)
+        job = task.remote(ckpt, self.eval_ref, data_cfg)
         self.jobs[trial.trial_id] = (job, trial, ckpt)
 
     def _collect(self, timeout: float = 0.0) -> None:
@@ -817,7 +821,7 @@ def connect(address: str | None) -> None:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local one."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our rich table replaces Tune's output
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs: dict[str, Any] = {"log_to_driver": True, "logging_level": "WARNING"}
     if not address and not os.environ.get("RAY_ADDRESS"):
@@ -843,25 +847,37 @@ def sigterm_as_sigint() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _open_driver_data(spec: SearchSpec) -> tuple[Any, dict[str, Any], Any]:
-    """(data object ref or None, DataConfig dict, manifest) for a search."""
+@dataclass
+class DriverData:
+    """What the driver puts in the object store once per search."""
+
+    trial_ref: Any  # the bundle trials read (None: trials open/stream their own data)
+    eval_ref: Any  # the val split the end-of-trial evaluation reads (None: it opens data)
+    manifest: dict[str, Any]
+
+
+def _open_driver_data(spec: SearchSpec) -> DriverData:
     from .data.bundle import open_data
 
     cfg = RunConfig.from_flat(spec.fixed())
-    data_cfg = dataclasses.asdict(cfg.data)
     if data_is_searched(spec):
-        return None, data_cfg, {"note": "data.* keys are sampled; each trial opens its data"}
+        return DriverData(None, None, {"note": "data.* keys are sampled; each trial opens "
+                                               "its own data"})
     bundle = open_data(cfg.data, device="cpu")
-    if cfg.data.on_the_fly:  # trials stream their own batches on their device
-        return None, data_cfg, bundle.manifest
-    return ray.put(share_bundle(bundle)), data_cfg, bundle.manifest
+    if cfg.data.on_the_fly:  # trials stream batches on their device; val shared for evals
+        import dataclasses as dc
+
+        return DriverData(None, ray.put(share_bundle(dc.replace(bundle, train=None))),
+                          bundle.manifest)
+    ref = ray.put(share_bundle(bundle))
+    return DriverData(ref, ref, bundle.manifest)
 
 
-def _trainable(spec: SearchSpec, request: SearchRequest, data_ref: Any) -> Any:
+def _trainable(spec: SearchSpec, request: SearchRequest, data: DriverData) -> Any:
     res = request.resources(spec)
     options = TrialOptions(pbt=spec.scheduler == "pbt", threads=max(1, int(res["cpu"])))
     return tune.with_resources(
-        tune.with_parameters(train_trial, data=data_ref, options=options), res
+        tune.with_parameters(train_trial, data=data.trial_ref, options=options), res
     )
 
 
@@ -940,8 +956,10 @@ def _finish(request: SearchRequest, spec: SearchSpec, tracker: T.Tracker, parent
     pending = 0
     if not tracker.flush(timeout=timeout):
         pending = tracker.pending
-        path = tracker.write_backlog(Path(tempfile.gettempdir()) / "eqcvt_tracking_backlog"
-                                     / f"{request.experiment}.jsonl")
+        where = request.experiment_path
+        if "://" in where:
+            where = str(Path(tempfile.gettempdir()) / "eqcvt_tracking_backlog" / request.experiment)
+        path = tracker.write_backlog(Path(where) / "tracking_backlog.jsonl")
         view.event(f"[red]tracking server still unreachable: {pending} records not "
                    f"logged (listed in {path})[/]")
     tracker.close()
@@ -954,6 +972,7 @@ def _finish(request: SearchRequest, spec: SearchSpec, tracker: T.Tracker, parent
         parent_run_id=parent.run_id,
         tracking_pending=pending,
         results=list(cb.results),
+        tracking_uri=tracker.uri,
     )
 
 
@@ -962,16 +981,16 @@ def run_search(request: SearchRequest, view: LiveView | None = None) -> SearchOu
     T.check_server(T.resolve_tracking_uri(request.tracking_uri))
     spec = request.spec()
     connect(request.address)
-    data_ref, data_cfg, manifest = _open_driver_data(spec)
+    data = _open_driver_data(spec)
     view = view or LiveView(spec.metric, spec.mode, title=request.experiment)
-    tracker, parent = _start_tracking(request, spec, manifest, view, resume=False)
+    tracker, parent = _start_tracking(request, spec, data.manifest, view, resume=False)
     write_text(_join(request.experiment_path, META_FILE), request.to_json())
-    cb = TrackingCallback(request, spec, parent, tracker, data_ref, data_cfg, view)
+    cb = TrackingCallback(request, spec, parent, tracker, data.eval_ref, view)
     live = LiveCallback(view, sampled_keys(spec))
     run_config, _ = _tuner_configs(spec, request, [cb, live])
     space, searcher, scheduler = build_search(spec)
     with _ending_runs_on_error(cb, view):
-        tuner = _new_tuner(spec, request, data_ref, space, searcher, scheduler, run_config)
+        tuner = _new_tuner(spec, request, data, space, searcher, scheduler, run_config)
     _fit(tuner, cb, view)
     return _finish(request, spec, tracker, parent, cb, view)
 
@@ -985,10 +1004,10 @@ def _ending_runs_on_error(cb: TrackingCallback, view: LiveView) -> Iterator[None
         raise
 
 
-def _new_tuner(spec: SearchSpec, request: SearchRequest, data_ref: Any, space: dict,
+def _new_tuner(spec: SearchSpec, request: SearchRequest, data: DriverData, space: dict,
                searcher: Any, scheduler: Any, run_config: Any) -> Any:
     return tune.Tuner(
-        _trainable(spec, request, data_ref),
+        _trainable(spec, request, data),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=spec.metric,
@@ -1037,15 +1056,15 @@ def resume_search(experiment_path: str, *, address: str | None = None,
     T.check_server(T.resolve_tracking_uri(request.tracking_uri))
     spec = request.spec()
     connect(request.address)
-    data_ref, data_cfg, manifest = _open_driver_data(spec)
+    data = _open_driver_data(spec)
     view = view or LiveView(spec.metric, spec.mode, title=f"{request.experiment} (resumed)")
-    tracker, parent = _start_tracking(request, spec, manifest, view, resume=True)
-    cb = TrackingCallback(request, spec, parent, tracker, data_ref, data_cfg, view)
+    tracker, parent = _start_tracking(request, spec, data.manifest, view, resume=True)
+    cb = TrackingCallback(request, spec, parent, tracker, data.eval_ref, view)
     live = LiveCallback(view, sampled_keys(spec))
     with _ending_runs_on_error(cb, view):
         tuner = tune.Tuner.restore(
             experiment_path,
-            trainable=_trainable(spec, request, data_ref),
+            trainable=_trainable(spec, request, data),
             resume_unfinished=True,
             resume_errored=True,
         )

@@ -57,6 +57,34 @@ def sersic_bn(n: float) -> float:
     return max(1.9992 * n - 0.3271, 1e-5)
 
 
+def sersic_coefficients(e1: Tensor, e2: Tensor) -> dict[str, Tensor]:
+    """Per-source matrix of transform_e1e2_product_average, computed once per image."""
+    norm = torch.sqrt(torch.clamp((1.0 - e1 * e1 - e2 * e2).abs(), min=1e-6))
+    return {"a11": (1.0 - e1) / norm, "a12": -e2 / norm, "a22": (1.0 + e1) / norm}
+
+
+def sersic_from_coefficients(
+    x: Tensor,
+    y: Tensor,
+    amp: Tensor,
+    r_sersic: float,
+    n_sersic: float,
+    c: dict[str, Tensor],
+    cx: Tensor,
+    cy: Tensor,
+) -> Tensor:
+    """lenstronomy 'SERSIC_ELLIPSE' from `sersic_coefficients` (see sersic_ellipse)."""
+    dx, dy = x - cx, y - cy
+    xe = c["a11"] * dx + c["a12"] * dy
+    ye = c["a12"] * dx + c["a22"] * dy
+    r = torch.clamp(torch.sqrt(xe * xe + ye * ye), min=SERSIC_R_MIN)
+    frac = r / max(r_sersic, SERSIC_R_MIN)
+    bn = sersic_bn(n_sersic)
+    scaled = frac if n_sersic == 1.0 else frac ** (1.0 / n_sersic)
+    out = amp * torch.exp(-bn * (scaled - 1.0))
+    return torch.where(frac <= SERSIC_MAX_R_FRAC, out, torch.zeros_like(out))
+
+
 def sersic_ellipse(
     x: Tensor,
     y: Tensor,
@@ -73,16 +101,8 @@ def sersic_ellipse(
     I = amp * exp(-b_n ((R / R_sersic)^(1/n) - 1)), R from transform_e1e2_product_average;
     amp is the surface brightness at R_sersic.
     """
-    dx, dy = x - cx, y - cy
-    norm = torch.sqrt(torch.clamp((1.0 - e1 * e1 - e2 * e2).abs(), min=1e-6))
-    xe = ((1.0 - e1) * dx - e2 * dy) / norm
-    ye = (-e2 * dx + (1.0 + e1) * dy) / norm
-    r = torch.clamp(torch.sqrt(xe * xe + ye * ye), min=SERSIC_R_MIN)
-    frac = r / max(r_sersic, SERSIC_R_MIN)
-    bn = sersic_bn(n_sersic)
-    scaled = frac if n_sersic == 1.0 else frac ** (1.0 / n_sersic)
-    out = amp * torch.exp(-bn * (scaled - 1.0))
-    return torch.where(frac <= SERSIC_MAX_R_FRAC, out, torch.zeros_like(out))
+    c = sersic_coefficients(e1, e2)
+    return sersic_from_coefficients(x, y, amp, r_sersic, n_sersic, c, cx, cy)
 
 
 def sersic_total_flux(r_sersic: float, n_sersic: float) -> float:

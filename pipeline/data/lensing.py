@@ -1,9 +1,12 @@
 """Batched deflection angles [arcsec] in lenstronomy's conventions, as plain torch functions.
 
 Coordinates x, y broadcast against per-image parameters: the simulator passes the pixel grid as
-(1, H, W) and parameters as (B, 1, 1), or (B, K, 1, 1) for K subhalos. Every function returns
-(alpha_x, alpha_y) in the dtype of x, so float32 and float64 both work; the NFW family computes
-internally in float64 because its closed forms cancel catastrophically near the centre.
+(1, H, W) and parameters as (B, 1, 1); the *_sum functions take K subhalos as (B, K) and sum
+them on a trailing axis. Every function returns (alpha_x, alpha_y) in the dtype of x, so
+float32 and float64 both work; the NFW family computes internally in float64 because its
+closed forms cancel catastrophically near the centre. The *_coefficients / *_deflection
+pairs split the per-image constants from the per-pixel work (the simulator computes the
+former once per image in float64).
 """
 
 from __future__ import annotations
@@ -47,6 +50,33 @@ def _atanh_over(eps: Tensor, z: Tensor) -> Tensor:
     return torch.where(small, z * (1.0 + t * t / 3.0), torch.atanh(safe * z) / safe)
 
 
+def sie_coefficients(theta_e: Tensor, e1: Tensor, e2: Tensor) -> dict[str, Tensor]:
+    """Per-lens SIE constants (b, s, q, eps, cos, sin), computed once per image."""
+    phi, q, eps = ellipticity_to_phi_q(e1, e2)
+    return {
+        "b": theta_e * torch.sqrt(q),
+        "s": SIE_S_SCALE / torch.sqrt(q),
+        "q": q,
+        "eps": eps,
+        "cos": torch.cos(phi),
+        "sin": torch.sin(phi),
+    }
+
+
+def sie_deflection(
+    x: Tensor, y: Tensor, c: dict[str, Tensor], cx: Tensor | float, cy: Tensor | float
+) -> tuple[Tensor, Tensor]:
+    """SIE deflection from `sie_coefficients` (broadcast against x, y)."""
+    b, s, q, eps, cos, sin = (c[k] for k in ("b", "s", "q", "eps", "cos", "sin"))
+    dx, dy = x - cx, y - cy
+    xr = dx * cos + dy * sin
+    yr = -dx * sin + dy * cos
+    psi = torch.sqrt(q * q * (s * s + xr * xr) + yr * yr)
+    fx = b * _atan_over(eps, xr / (psi + s))
+    fy = b * _atanh_over(eps, yr / (psi + q * q * s))
+    return fx * cos - fy * sin, fx * sin + fy * cos
+
+
 def sie(
     x: Tensor, y: Tensor, theta_e: Tensor, e1: Tensor, e2: Tensor, cx: Tensor, cy: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -55,17 +85,7 @@ def sie(
     theta_E is the product-averaged Einstein radius; kappa = b / (2 sqrt(q^2 x'^2 + y'^2)) in the
     frame rotated by phi, with b = theta_E sqrt(q) (Keeton & Kochanek 1998).
     """
-    phi, q, eps = ellipticity_to_phi_q(e1, e2)
-    b = theta_e * torch.sqrt(q)
-    s = SIE_S_SCALE / torch.sqrt(q)
-    cos, sin = torch.cos(phi), torch.sin(phi)
-    dx, dy = x - cx, y - cy
-    xr = dx * cos + dy * sin
-    yr = -dx * sin + dy * cos
-    psi = torch.sqrt(q * q * (s * s + xr * xr) + yr * yr)
-    fx = b * _atan_over(eps, xr / (psi + s))
-    fy = b * _atanh_over(eps, yr / (psi + q * q * s))
-    return fx * cos - fy * sin, fx * sin + fy * cos
+    return sie_deflection(x, y, sie_coefficients(theta_e, e1, e2), cx, cy)
 
 
 def shear(
@@ -81,7 +101,8 @@ def point_mass(
 ) -> tuple[Tensor, Tensor]:
     """Point mass, lenstronomy 'POINT_MASS': alpha = theta_E^2 (x - c) / |x - c|^2."""
     dx, dy = x - cx, y - cy
-    r2 = torch.clamp(dx * dx + dy * dy, min=POINT_MASS_R_MIN**2)
+    floor = max(POINT_MASS_R_MIN**2, torch.finfo(x.dtype).tiny)  # 1e-50 is 0 in float32
+    r2 = torch.clamp(dx * dx + dy * dy, min=floor)
     w = theta_e * theta_e / r2
     return w * dx, w * dy
 
@@ -89,20 +110,30 @@ def point_mass(
 def point_mass_sum(
     x: Tensor, y: Tensor, theta_e: Tensor, cx: Tensor, cy: Tensor, chunk: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """Sum of K point masses; parameters (B, K), grid (H, W) -> (B, H, W).
+    """Sum of K point masses; parameters (B, K), grid (1, H, W) -> (B, H, W).
 
-    chunk > 0 sums K in slices of that many masses (bounded memory in eager mode); chunk = 0
-    builds one (B, K, H, W) expression, which torch.compile turns into a fused reduction.
+    The masses sit on a trailing axis, (B, H, W, K) summed over K: torch.compile makes that
+    one inner reduction per pixel (fast to compile and run). chunk > 0 sums slices of that
+    many masses (bounded memory in eager mode); chunk = 0 sums all at once.
     """
-    k = theta_e.shape[1]
+    return _sum_over_k(point_mass, x, y, (theta_e, cx, cy), chunk)
+
+
+def _sum_over_k(fn, x: Tensor, y: Tensor, params: tuple[Tensor, ...], chunk: int
+                ) -> tuple[Tensor, Tensor]:
+    k = params[0].shape[1]
     step = k if chunk <= 0 else chunk
     ax = ay = None
+    if step == 1:  # one (B, H, W) pass per mass, accumulated: best for eager CPU
+        for j in range(k):
+            px, py = fn(x, y, *(v[:, j, None, None] for v in params))
+            ax, ay = (px, py) if ax is None else (ax + px, ay + py)
+        return ax, ay
+    xk, yk = x[..., None], y[..., None]  # (1, H, W, 1)
     for k0 in range(0, k, step):
         sl = slice(k0, min(k, k0 + step))
-        px, py = point_mass(
-            x, y, theta_e[:, sl, None, None], cx[:, sl, None, None], cy[:, sl, None, None]
-        )
-        px, py = px.sum(1), py.sum(1)
+        px, py = fn(xk, yk, *(v[:, None, None, sl] for v in params))  # (B, H, W, k)
+        px, py = px.sum(-1), py.sum(-1)
         ax, ay = (px, py) if ax is None else (ax + px, ay + py)
     return ax, ay
 
@@ -113,8 +144,8 @@ def line_segment(
     theta_e2: Tensor,
     half_length: Tensor,
     angle: Tensor,
-    cx: Tensor,
-    cy: Tensor,
+    cx: Tensor | float,
+    cy: Tensor | float,
 ) -> tuple[Tensor, Tensor]:
     """Uniform line segment of total mass M (theta_E(M)^2 = theta_e2), closed form.
 
@@ -127,12 +158,28 @@ def line_segment(
     precision far from the segment. The segment itself is a line of infinite density: alpha_perp
     jumps by 2 pi lam across it, and alpha_par diverges logarithmically at its ends.
     """
-    ux, uy = torch.cos(angle), torch.sin(angle)
+    c = line_coefficients(theta_e2, half_length, angle)
+    return line_deflection(x, y, c, cx, cy)
+
+
+def line_coefficients(theta_e2: Tensor, half_length: Tensor, angle: Tensor) -> dict[str, Tensor]:
+    """Per-segment constants (ux, uy, L, lam), computed once per image."""
+    return {
+        "ux": torch.cos(angle),
+        "uy": torch.sin(angle),
+        "L": half_length,
+        "lam": theta_e2 / (2.0 * half_length),
+    }
+
+
+def line_deflection(
+    x: Tensor, y: Tensor, c: dict[str, Tensor], cx: Tensor | float, cy: Tensor | float
+) -> tuple[Tensor, Tensor]:
+    """Line-segment deflection from `line_coefficients`."""
+    ux, uy, length, lam = c["ux"], c["uy"], c["L"], c["lam"]
     dx, dy = x - cx, y - cy
     a = dx * ux + dy * uy
     b = -dx * uy + dy * ux
-    length = half_length
-    lam = theta_e2 / (2.0 * length)
     d_minus = torch.clamp((a - length) ** 2 + b * b, min=1e-30)
     a_par = 0.5 * lam * torch.log1p(torch.clamp(4.0 * a * length / d_minus, min=-1.0 + 1e-7))
     a_perp = lam * torch.atan2(2.0 * length * b, a * a + b * b - length * length)
@@ -221,21 +268,5 @@ def tnfw_sum(
     cy: Tensor,
     chunk: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Sum of K TNFW subhalos; parameters (B, K), grid (H, W) -> (B, H, W)."""
-    k = rs.shape[1]
-    step = k if chunk <= 0 else chunk
-    ax = ay = None
-    for k0 in range(0, k, step):
-        sl = slice(k0, min(k, k0 + step))
-        px, py = tnfw(
-            x,
-            y,
-            rs[:, sl, None, None],
-            alpha_rs[:, sl, None, None],
-            r_trunc[:, sl, None, None],
-            cx[:, sl, None, None],
-            cy[:, sl, None, None],
-        )
-        px, py = px.sum(1), py.sum(1)
-        ax, ay = (px, py) if ax is None else (ax + px, ay + py)
-    return ax, ay
+    """Sum of K TNFW subhalos; parameters (B, K), grid (1, H, W) -> (B, H, W)."""
+    return _sum_over_k(tnfw, x, y, (rs, alpha_rs, r_trunc, cx, cy), chunk)

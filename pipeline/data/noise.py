@@ -24,6 +24,7 @@ from pipeline.data.presets import SimPreset
 
 Tensor = torch.Tensor
 
+
 def _generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
     gens = []
     for s in seeds:
@@ -91,7 +92,15 @@ def _combine(
 
 @functools.lru_cache(maxsize=1)
 def _compiled_combine() -> Callable:
-    return torch.compile(_combine, dynamic=True)
+    from pipeline.data.render import recompile_headroom
+
+    fn = torch.compile(_combine, dynamic=True)
+
+    def call(*args: Tensor | bool | float) -> Tensor:
+        with recompile_headroom():
+            return fn(*args)
+
+    return call
 
 
 def normalize(img: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ import torch
 
 from pipeline.data import rng
 from pipeline.data.cosmology import duffy_concentration
+from pipeline.data.imaging import magnitude_to_cps, sersic_total_flux
 from pipeline.data.presets import SimPreset
 
 Tensor = torch.Tensor
@@ -128,8 +129,6 @@ def draw_params(preset: SimPreset, kinds: Tensor, index: Tensor, seed: int) -> S
     if preset.source_amp is not None:
         amp = preset.source_amp * ones
     else:
-        from pipeline.data.imaging import magnitude_to_cps, sersic_total_flux
-
         cps = magnitude_to_cps(preset.source_magnitude, preset.magnitude_zero_point)
         amp = cps / sersic_total_flux(preset.source_r_sersic, preset.source_n_sersic) * ones
 

@@ -3,11 +3,13 @@
     batch = simulate("model_ii", "multiclass", start=0, count=256, seed=0)
     batch.images  # (256, 1, 64, 64) float32, each image clipped at 0 and divided by its max
 
-Image i of a (seed, task) stream has class i % n_classes and parameters that depend on
-(seed, i) only, so any split of [start, start + count) into calls gives the same images
-(to float rounding; the Poisson draw of a pixel can flip by one count when a batch change
-moves its rate by one ulp). Physics and conventions follow lenstronomy; see the modules
-lensing, imaging, priors, noise and render.
+Image i of a (seed, task) stream has class i % n_classes, parameters that depend on (seed, i)
+only (Philox counters, identical on every device) and noise from a generator seeded by
+(seed, i), so any split of [start, start + count) into calls gives the same images. Compiled
+rendering is bitwise split-independent; eager CPU kernels may round a few pixels at the end of
+a batch differently (1 ulp), which for Poisson noise can, with probability ~1e-7 per pixel,
+shift that image's remaining Poisson draws. Physics and conventions follow lenstronomy; see
+the modules lensing, imaging, priors, noise and render.
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ class SimBatch:
     images: torch.Tensor  # (N, 1, H, W), [0, 1] with max 1 per image (unless normalize=False)
     labels: torch.Tensor  # (N,) int64 index into class_names
     class_names: tuple[str, ...]
-    targets: dict[str, torch.Tensor]  # log10_m_a (NaN off axion), einstein_radius, ...
-    params: dict[str, torch.Tensor]  # (N,) per-image parameters for shard columns
+    # (N,) in the image dtype: log10_m_a (log10 m_a/eV, NaN off axion), einstein_radius
+    # [arcsec], sub_mass_fraction (substructure mass / main-lens mass)
+    targets: dict[str, torch.Tensor]
+    # (N,) shard columns, float64 (index, n_subhalos, noise_seed: int64): see _PARAM_COLUMNS
+    params: dict[str, torch.Tensor]
 
     def __len__(self) -> int:
         return int(self.labels.numel())

@@ -86,3 +86,13 @@ def test_final_registers_a_model_that_predicts(finished_search):
     assert "## Trials" in text and "## Final runs" in text and "test_acc" in text
     assert (work / "report_plots" / "curves.png").is_file()
     assert (work / "report_plots" / "final.png").is_file()
+
+    # fine-tuning from the best trial's weights instead of from scratch
+    proc = run_cli(["final", "--experiment", fs["experiment"], "--top-k", "1", "--epochs", "1",
+                    "--seeds", "1", "--from-checkpoint", "--model-name", "eqcvt-tiny-ft"],
+                   work, env)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert json.loads(proc.stdout)["registered"] == "eqcvt-tiny-ft/1"
+    ft = [r for r in tracker.runs(kind="final")
+          if r["tags"].get("eqcvt.final.from_checkpoint") == "True"]
+    assert len(ft) == 1 and ft[0]["status"] == T.FINISHED

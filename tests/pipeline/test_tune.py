@@ -177,6 +177,7 @@ def test_asha_hyperopt_on_two_nodes(finished_search):
         assert r["params"]["train.epochs"] == str(fs["epochs"])
         groups.add(r["params"]["model.group"])
         assert "invariance_error" in r["metrics"] and "num_params" in r["metrics"]
+        assert r["metrics"]["data_from_object_store"] == 1.0  # no per-trial data loading
         arts = set(tracker.list_artifacts(r["run_id"]))
         assert {"evaluation", "best_checkpoint"} <= arts
         ev = set(tracker.list_artifacts(r["run_id"], "evaluation"))
