@@ -726,6 +726,9 @@ class TrackingCallback(tune.Callback):
         # and errors this callback saw (or an earlier session finished) are real.
         for trial in trials:
             status = self.statuses.get(trial.trial_id)
+            if not self._seen_start and trial.status in ("TERMINATED", "ERROR"):
+                # restored an already finished search: no step ran, statuses are real
+                status = self.statuses[trial.trial_id] = trial.status
             if status not in ("TERMINATED", "ERROR"):
                 status = self.statuses[trial.trial_id] = "INTERRUPTED"
             ref = self.runs.get(trial.trial_id)

@@ -134,12 +134,21 @@ def _compiled(preset: SimPreset, kind: int, device: torch.device, dtype: torch.d
 
 
 def recompile_headroom() -> contextlib.AbstractContextManager:
-    """Every (preset, kind, device, dtype) is one specialisation of the same traced code, and
-    dynamo's default limit of 8 per code object would silently fall back to eager after
-    that: raise the limit while our compiled functions run."""
+    """Dynamo settings for our compiled functions.
+
+    Every (preset, kind, device, dtype) is one specialisation of the same traced code:
+    raise dynamo's limit of 8 per code object (past it, dynamo silently runs eager), and keep
+    the preset's numbers constants rather than letting automatic dynamic shapes turn them
+    into symbols after a recompile (only the batch dimension, marked, is dynamic).
+    """
     cfg = torch._dynamo.config
     name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    return cfg.patch(**{name: max(256, getattr(cfg, name))})
+    changes: dict[str, object] = {name: max(256, getattr(cfg, name))}
+    for key, value in (("automatic_dynamic_shapes", False), ("specialize_float", True),
+                       ("specialize_int", True)):
+        if hasattr(cfg, key):
+            changes[key] = value
+    return cfg.patch(**changes)
 
 
 def _eager_chunks(preset: SimPreset, kind: int, device: torch.device) -> tuple[int, int]:
