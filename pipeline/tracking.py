@@ -195,7 +195,7 @@ class Tracker:
         self._backoff = 5.0
         self._outage_reported = False
         self._experiment_id: str | None = None
-        self._spool = Path(tempfile.mkdtemp(prefix="eqcvt-track-")) if buffered else None
+        self._spool: Path | None = None  # buffered artefact copies, made on first use
 
     # -- plumbing
     @property
@@ -277,8 +277,10 @@ class Tracker:
         return path
 
     def close(self) -> None:
-        if self._spool is not None:
+        """Drop the artefact spool (call once nothing is queued)."""
+        if self._spool is not None and not self._queue:
             shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
 
     # -- runs
     def find_runs(self, filter_string: str, max_results: int = 1000) -> list[Any]:
@@ -387,7 +389,9 @@ class Tracker:
                       ) -> None:
         """A file or a folder; copied to a spool first when buffered (the source may vanish)."""
         path = Path(path)
-        if self._spool is not None:
+        if self.buffered:
+            if self._spool is None:
+                self._spool = Path(tempfile.mkdtemp(prefix="eqcvt-track-"))
             spool = Path(tempfile.mkdtemp(dir=self._spool))
             dest = spool / path.name
             if path.is_dir():
@@ -407,9 +411,8 @@ class Tracker:
     def log_dict(self, ref: RunRef, data: Any, file_name: str) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="eqcvt-art-"))
         (tmp / file_name).write_text(json.dumps(data, indent=1, default=str))
-        self.log_artifacts(ref, tmp / file_name)
-        if self._spool is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self.log_artifacts(ref, tmp / file_name)  # copied to the spool first when buffered
+        shutil.rmtree(tmp, ignore_errors=True)
 
     def end_run(self, ref: RunRef, status: str = FINISHED) -> None:
         ref.ended = True

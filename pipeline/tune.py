@@ -15,6 +15,7 @@ search with its state saved; `resume_search` continues it with `Tuner.restore`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -315,7 +316,9 @@ def train_trial(config: dict[str, Any], data: Any = None,
     }
     bundle = bundle_from_shared(data) if data is not None else None
     resume_dir = None
-    work = Path(tempfile.mkdtemp(prefix=f"eqcvt-{trial_id}-"))
+    _sweep_stale_workdirs()
+    work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-{trial_id}-"))
+    atexit.register(shutil.rmtree, work, True)  # Tune stops trials mid-fit (ASHA, PBT)
     try:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
@@ -340,6 +343,27 @@ def train_trial(config: dict[str, Any], data: Any = None,
         raise TrialNonFiniteLossError(str(err)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+_WORK_PREFIX = "eqcvt-trial-"
+
+
+def _sweep_stale_workdirs() -> None:
+    """Remove local work folders of trials whose process is gone (killed by Tune)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{_WORK_PREFIX}*"):
+        pid = d.name[len(_WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def trial_name(trial: Any) -> str:

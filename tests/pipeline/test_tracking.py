@@ -100,6 +100,7 @@ def test_non_outage_errors_are_reported_and_dropped(tmp_path):
     run = tr.start_run("trial", kind="trial", params={"a": 1})
     tr.log_params(run, {"a": 2})  # MLflow refuses to change a param: not an outage
     assert tr.flush(timeout=5) and any("dropped" in m for m in messages)
+    tr.close()
 
 
 def test_registered_model_loads_back_and_predicts(tmp_path):

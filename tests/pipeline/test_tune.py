@@ -282,6 +282,12 @@ def test_sigint_and_sigterm_leave_resumable_state(ray_cluster, tmp_path):
         assert sorted(steps) == list(range(1, epochs + 1)), steps
     (parent,) = tracker.runs(kind="search")
     assert parent["status"] == T.FINISHED
+
+    # resuming a finished search changes nothing and says it is done
+    proc = run_cli(["resume", str(path)], tmp_path, env)
+    assert proc.returncode == 0 and f"{n} TERMINATED" in proc.stderr, proc.stderr[-3000:]
+    assert len(tracker.runs(kind="trial")) == n
+    assert {r["status"] for r in tracker.runs()} == {T.FINISHED}
     meta = json.loads((path / ptune.META_FILE).read_text())
     assert meta["parent_run_id"] == parent["run_id"]
 
