@@ -48,6 +48,9 @@ class NonFiniteLossError(RuntimeError):
         )
         self.epoch, self.step, self.value = epoch, step, value
 
+    def __reduce__(self):  # picklable, so Ray carries it from a trial to the driver
+        return type(self), (self.epoch, self.step, self.value)
+
 
 @runtime_checkable
 class Callback(Protocol):

@@ -264,10 +264,6 @@ def data_is_searched(spec: SearchSpec) -> bool:
 # ----------------------------------------------------------------------------- the trainable
 
 
-class TrialNonFiniteLossError(RuntimeError):
-    """engine.NonFiniteLossError as Ray can carry it to the driver (a plain message)."""
-
-
 @dataclass(frozen=True)
 class TrialOptions:
     pbt: bool = False
@@ -294,7 +290,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
     """One trial: flat (or HyperOpt-nested) config -> RunConfig -> engine.fit."""
     import torch
 
-    from .engine import NonFiniteLossError, fit
+    from .engine import fit
 
     t_start = time.time()
     for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created" per epoch
@@ -339,8 +335,6 @@ def train_trial(config: dict[str, Any], data: Any = None,
             checkpoint_root=work / "ckpt",
             keep_checkpoints=1,
         )
-    except NonFiniteLossError as err:
-        raise TrialNonFiniteLossError(str(err)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

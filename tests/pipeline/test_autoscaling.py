@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import tracking as T
 
-from .raycluster import (
+from .ray_cluster import (
     FAKE_HEAD_NODE_ID,
     LocalCluster,
     eqcvt_search,

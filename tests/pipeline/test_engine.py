@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ import eqcvt
 from pipeline import engine
 from pipeline.config import RunConfig
 from pipeline.data.bundle import DataBundle, Split
+
+
+@pytest.fixture(autouse=True)
+def _fit_tempdir(tmp_path, monkeypatch):
+    """fit() without checkpoint_root writes under tempfile's folder: keep it in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
 
 TINY = "_engine_test_net"  # a throwaway model registered for these tests only
 SIZE = 16

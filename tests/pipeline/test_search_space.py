@@ -4,6 +4,7 @@ bad files are rejected naming the file and the key."""
 from __future__ import annotations
 
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ from pipeline.search_space import (
     parse_search_space,
     sample,
 )
+
+
+@pytest.fixture(autouse=True)
+def _fit_tempdir(tmp_path, monkeypatch):
+    """fit() without checkpoint_root writes under tempfile's folder: keep it in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 SHIPPED = sorted(SPACES.glob("*.yaml"))
