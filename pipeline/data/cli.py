@@ -104,7 +104,8 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> None:
         for start in range(0, n, args.chunk_size):
             count = min(args.chunk_size, n - start)
             b = simulate(
-                preset, args.task, start, count, args.seed, device=args.device, dtype=torch.float32
+                preset, args.task, start, count, args.seed, device=args.device,
+                dtype=torch.float32, compile=args.compile,
             )
             part = codes[start : start + count]
             for code, split in enumerate(SPLITS):
@@ -250,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default=fr, help=f"{_FRACTIONS_HELP} (default {fr})")
     g.add_argument("--chunk-size", type=int, default=256, help="images simulated per batch")
     g.add_argument("--device", default="cpu", help="torch device for the simulator")
+    g.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the ray tracer (2-5x faster on CPU for large datasets; "
+        "5-20 s to compile once per preset and class)",
+    )
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="preset override (repeat)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     g.set_defaults(func=cmd_generate)
