@@ -236,7 +236,9 @@ def _interrupt(args, cwd, env, db, experiment, sig, timeout=300):
     try:
         deadline = time.monotonic() + timeout
         while _epochs_logged(db, experiment) <= baseline:
-            assert proc.poll() is None, "the search ended before it could be interrupted"
+            if proc.poll() is not None:
+                pytest.fail("the search ended before it could be interrupted:\n"
+                            + proc.stdout.read()[-4000:])
             assert time.monotonic() < deadline, "no progress before the timeout"
             time.sleep(1.0)
         proc.send_signal(sig)
