@@ -14,6 +14,7 @@ server is unreachable and flushes them when it returns, so a server outage never
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -167,6 +168,27 @@ class _Op:
     records: int = 1
 
 
+def _open_client(uri: str) -> MlflowClient:
+    """An MlflowClient whose store is open; a SQLite store is created or upgraded under a lock.
+
+    MLflow builds the schema on first use; two processes doing it at once on a new file (a
+    search starting while `mlflow ui` or a second command opens the same store) corrupt the
+    migration and one of them crashes. The lock makes the first one build it and the others wait.
+    """
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # opens the store: schema built here
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
+
+
 class Tracker:
     """MLflow writes for one experiment, in order.
 
@@ -188,7 +210,7 @@ class Tracker:
         _configure_http_env(self.uri)
         self.experiment = experiment
         self.buffered = buffered
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = _open_client(self.uri)
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._queue: deque[_Op] = deque()
         self._retry_at = 0.0

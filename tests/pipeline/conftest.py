@@ -66,7 +66,9 @@ def finished_search(ray_cluster, tmp_path_factory):
     env = cli_env(ray_cluster, work)
     args = ["run", "--space", "default", "--experiment", "tiny", "--storage-path",
             str(work / "results"), "--num-samples", "4", "--epochs", "2",
-            "--cpus-per-trial", "1", *sets(TINY_DATA, TINY_MODEL, ["train.batch_size=32"])]
+            "--cpus-per-trial", "1", *sets(TINY_DATA, TINY_MODEL, ["train.batch_size=32", "data.n_train=512"])]
+    # 512 images make a trial last a few seconds, so the second node's actor is up before the
+    # first node (which reuses its actor) could run every trial alone.
     proc = run_cli(args, work, env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     return {"work": work, "env": env, "proc": proc, "uri": f"sqlite:///{work / 'mlflow.db'}",

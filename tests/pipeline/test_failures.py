@@ -28,7 +28,7 @@ from .ray_cluster import (
     tiny_space,
 )
 
-EPOCHS = 6
+EPOCHS = 10  # long enough that a kill lands mid-trial even when MLflow lags the trial
 N_TRAIN = 1024  # about a second per epoch: slow enough to interrupt mid-search
 
 

@@ -195,9 +195,12 @@ def test_pbt_exploit_loads_donor_checkpoint(ray_cluster, tmp_path):
     (tmp_path / "pbt.yaml").write_text(PBT_YAML)
     env = cli_env(ray_cluster, tmp_path)
     proc = run_cli(["run", "--space", "pbt.yaml", "--experiment", "pbt", "--storage-path",
-                    str(tmp_path / "results"), *sets(TINY_DATA, TINY_MODEL)], tmp_path, env)
+                    str(tmp_path / "results"),
+                    *sets(TINY_DATA, TINY_MODEL, ["data.n_train=256"])], tmp_path, env)
+    # 256 images make each epoch last long enough for the members to overlap: PBT compares
+    # members that are running side by side.
     assert proc.returncode == 0, proc.stderr[-6000:]
-    assert (tmp_path / "results" / "pbt" / "pbt_global.txt").is_file()
+    assert (tmp_path / "results" / "pbt" / "pbt_global.txt").is_file(), proc.stdout[-4000:]
     tracker = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pbt")
     trials = tracker.runs(kind="trial")
     assert len(trials) == 3 and {r["status"] for r in trials} == {T.FINISHED}
