@@ -567,7 +567,7 @@ def load_registered(uri: str | None, spec: str) -> tuple[Any, str, str]:
     tracker_uri = resolve_tracking_uri(uri)
     _configure_http_env(tracker_uri)
     mlflow.set_tracking_uri(tracker_uri)
-    client = MlflowClient(tracking_uri=tracker_uri)
+    client = _open_client(tracker_uri)
     name, _, version = spec.partition("/")
     if not version:
         versions = client.search_model_versions(f"name = '{name}'")
