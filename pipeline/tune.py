@@ -43,6 +43,7 @@ from ray.tune.search.hyperopt import HyperOptSearch
 
 from .config import RunConfig
 from .live import LiveView, is_better
+from .procs import owner_token, remove_orphans
 from .search_space import (
     Branch,
     Choice,
@@ -313,7 +314,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
     bundle = bundle_from_shared(data) if data is not None else None
     resume_dir = None
     _sweep_stale_workdirs()
-    work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-{trial_id}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{owner_token()}-{trial_id}-"))
     atexit.register(shutil.rmtree, work, True)  # Tune stops trials mid-fit (ASHA, PBT)
     try:
         ckpt = tune.get_checkpoint()
@@ -344,20 +345,8 @@ _WORK_PREFIX = "eqcvt-trial-"
 
 def _sweep_stale_workdirs() -> None:
     """Remove local work folders of trials whose process is gone (killed by Tune)."""
-    for d in Path(tempfile.gettempdir()).glob(f"{_WORK_PREFIX}*"):
-        pid = d.name[len(_WORK_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    remove_orphans(Path(tempfile.gettempdir()).glob(f"{_WORK_PREFIX}*"),
+                   lambda d: d.name[len(_WORK_PREFIX):])
 
 
 def trial_name(trial: Any) -> str:
@@ -585,6 +574,20 @@ class TrackingCallback(tune.Callback):
         for t in trials:  # finished in an earlier session (resume): they stay finished
             if t.status in ("TERMINATED", "ERROR"):
                 self.statuses[t.trial_id] = t.status
+        self._recover_artifacts(trials)
+
+    def _recover_artifacts(self, trials: list) -> None:
+        """Trials that finished before the last driver died, but whose artefacts (plots,
+        equivariance metrics, best checkpoint) never reached their run: upload them now."""
+        finished = {t.trial_id: t for t in trials if t.status == "TERMINATED"}
+        if not finished or not self.tracker.flush(timeout=30.0):
+            return
+        for run in self.tracker.runs(kind="trial", extra=f"tags.`{T.TAG_SEARCH_ID}` = "
+                                                         f"'{self.request.search_id}'"):
+            trial = finished.get(run["tags"].get(T.TAG_TRIAL_ID, ""))
+            if (trial is not None and run["tags"].get(T.TAG_ARTIFACTS) != "done"
+                    and _best_checkpoint(trial) is not None):
+                self._submit_artifacts(trial)
 
     # -- runs
     def _run(self, trial: Any) -> T.RunRef:
@@ -737,6 +740,8 @@ class TrackingCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.inert:
             return
+        if not self._seen_start:  # restored a search whose trials had all finished
+            self._recover_artifacts(trials)
         deadline = time.monotonic() + 600
         while self.jobs and time.monotonic() < deadline:
             self._collect(timeout=5.0)

@@ -17,6 +17,8 @@ given: simulation seeds stay exact) and, for imported data,
 
 Writes go to a hidden temporary folder next to DIR that is renamed to DIR only after every file
 and the manifest are on disk, so a crash never leaves a folder that reads as a complete dataset.
+A writer killed before the rename leaves its hidden folder behind; the next writer to the same
+DIR removes it once the process that owned it (named in the folder) has gone from this host.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.data.splits import SPLITS, Split
+from pipeline.procs import owner_token, remove_orphans
 
 FORMAT = "eqcvt-shards"
 FORMAT_VERSION = 1
@@ -171,8 +174,9 @@ class ShardWriter:
         self.overwrite = overwrite
         self.extra = dict(extra or {})
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        token = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.partial-{token}"
+        partial = f".{self.out_dir.name}.partial-"
+        remove_orphans(self.out_dir.parent.glob(f"{partial}*"), lambda d: d.name[len(partial):])
+        self.tmp_dir = self.out_dir.parent / f"{partial}{owner_token()}-{secrets.token_hex(4)}"
         self.tmp_dir.mkdir()
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._pending: dict[str, list[pa.Table]] = {sp: [] for sp in SPLITS}

@@ -4,11 +4,13 @@ two-node cluster (ASHA + HyperOpt across nodes, PBT exploits, Ctrl-C / SIGTERM +
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -295,6 +297,23 @@ def test_sigint_and_sigterm_leave_resumable_state(ray_cluster, tmp_path):
     assert {r["status"] for r in tracker.runs()} == {T.FINISHED}
     meta = json.loads((path / ptune.META_FILE).read_text())
     assert meta["parent_run_id"] == parent["run_id"]
+
+    # A driver killed after a trial finished but before its artefacts were logged leaves the
+    # run RUNNING with no artefacts: the next resume logs them and ends the run.
+    lost = trials[0]["run_id"]
+    tracker.client.delete_tag(lost, T.TAG_ARTIFACTS)
+    shutil.rmtree(Path(unquote(urlparse(tracker.client.get_run(lost).info.artifact_uri).path)))
+    tracker.client.update_run(lost, status=T.RUNNING)
+    assert not tracker.client.list_artifacts(lost)
+    proc = run_cli(["resume", str(path)], tmp_path, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    run = tracker.client.get_run(lost)
+    assert run.info.status == T.FINISHED and run.data.tags[T.TAG_ARTIFACTS] == "done"
+    assert {a.path for a in tracker.client.list_artifacts(lost)} == {
+        "best_checkpoint", "evaluation"}
+    assert tracker.client.list_artifacts(lost, "evaluation")
+    assert len(tracker.runs(kind="trial")) == n
+    assert {r["status"] for r in tracker.runs()} == {T.FINISHED}
 
 
 @pytest.mark.slow

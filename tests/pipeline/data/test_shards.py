@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from pipeline.data.shards import (
     write_shards,
 )
 from pipeline.data.splits import SPLITS, assign_splits, parse_fractions, stream_seed
+from pipeline.procs import host_tag, owner_of
 
 CLASSES = ("axion", "cdm", "no_sub")
 
@@ -165,6 +167,21 @@ def test_killed_writer_leaves_no_complete_looking_dataset(tmp_path):
     assert partial.name.startswith(".ds.partial-")
     with pytest.raises(ShardError, match="not a complete eqcvt dataset"):
         load_shards(partial)
+
+    # The next writer to the same DIR removes the dead writer's folder, and only that one:
+    # a live writer's (this process's parent) and one from another host stay.
+    live = tmp_path / f".ds.partial-{host_tag()}-{os.getppid()}-0000"
+    foreign = tmp_path / f".ds.partial-otherhost-{_owner_pid(partial)}-0000"
+    live.mkdir()
+    foreign.mkdir()
+    _write(tmp_path / "ds")
+    assert not partial.exists() and live.exists() and foreign.exists()
+    load_shards(tmp_path / "ds")
+
+
+def _owner_pid(partial):
+    """The owner PID written into a partial folder's name."""
+    return owner_of(partial.name.split(".partial-", 1)[1])[1]
 
 
 def test_tampered_shard_fails_the_hash_check(tmp_path):
