@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: one seed, tiny budget")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--keep", action="store_true",
+                   help="keep the Tune results and MLflow store (printed as work_dir)")
     p.add_argument("--trials", type=int, default=8, help="random-search trials")
     p.add_argument("--asha-trials", type=int, default=None,
                    help="ASHA + HyperOpt trials (default 4x --trials: ASHA stops most early, "
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ptune.connect(None)
     connect_s = time.time() - t0
     runs: dict[str, list[dict[str, Any]]] = {"asha_hyperopt": [], "random": []}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         runs["random"].append(_search("random", seed, args, work))
         runs["asha_hyperopt"].append(_search("asha_hyperopt", seed, args, work))
     ptune.shutdown()
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "asha_fraction_of_random_epochs": (reach / rnd["total_epochs"]
                                                if reach is not None else None),
         })
+    fractions = [math.inf if s["asha_fraction_of_random_epochs"] is None
+                 else s["asha_fraction_of_random_epochs"] for s in per_seed]
     report = {
         "machine": {"cpus": os.cpu_count(), "ray_address": os.environ.get("RAY_ADDRESS")},
         "settings": vars(args),
@@ -196,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "median": statistics.median(startups) if startups else None},
         "per_trial_overhead_s": {
             "median": statistics.median(overheads) if overheads else None,
-            "max": max(overheads) if overheads else None, "n": len(overheads),
+            "p90": _quantile(overheads, 0.9), "max": max(overheads) if overheads else None,
+            "n": len(overheads),
         },
         "asha_hyperopt_vs_random": per_seed,
         "summary": {
@@ -207,14 +213,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mean_random_epochs": _mean([s["random_epochs"] for s in per_seed]),
             "mean_asha_epochs": _mean([s["asha_epochs"] for s in per_seed]),
             "seeds_where_asha_reached_random_best_with_half_the_epochs": sum(
-                1 for s in per_seed if s["asha_fraction_of_random_epochs"] is not None
-                and s["asha_fraction_of_random_epochs"] <= 0.5),
+                1 for f in fractions if f <= 0.5),
+            # never reaching random search's best counts as an infinite fraction
+            "median_asha_fraction_of_random_epochs": statistics.median(fractions),
+            "goal_median_fraction_at_most_half": statistics.median(fractions) <= 0.5,
         },
         "search_wall_s": {k: [r["wall_s"] for r in v] for k, v in runs.items()},
     }
+    if args.keep:
+        report["work_dir"] = str(work)
     print(json.dumps(report, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _quantile(xs: list[float], q: float) -> float | None:
+    """Nearest-rank quantile (works with inf, unlike statistics.quantiles)."""
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
 def _mean(xs: list[Any]) -> float | None:
