@@ -215,11 +215,9 @@ def nfw(
     """NFW, lenstronomy 'NFW' (Rs, alpha_Rs); float64 inside, result in x.dtype."""
     dx, dy, r = _radial(x, y, cx, cy)
     rs = torch.clamp(rs.to(torch.float64), min=1e-7)
-    rho0 = alpha_rs.to(torch.float64) / (4.0 * rs * rs * (1.0 + math.log(0.5)))
     xx = torch.clamp(torch.clamp(r, min=NFW_R_MIN) / rs, min=NFW_X_MIN)
     g = torch.log(xx / 2.0) + _nfw_f(xx)
-    a = 4.0 * rho0 * rs * g / (xx * xx)
-    return (a * dx).to(x.dtype), (a * dy).to(x.dtype)
+    return _nfw_deflection(alpha_rs, rs, g, xx, dx, dy, x.dtype)
 
 
 def tnfw(
@@ -238,7 +236,6 @@ def tnfw(
     """
     dx, dy, r = _radial(x, y, cx, cy)
     rs = rs.to(torch.float64)
-    rho0 = alpha_rs.to(torch.float64) / (4.0 * rs * rs * (1.0 + math.log(0.5)))
     tau = r_trunc.to(torch.float64) / rs
     xx = torch.clamp(torch.clamp(r, min=TNFW_X_MIN * rs) / rs, min=TNFW_X_MIN)
     t2 = tau * tau
@@ -254,8 +251,19 @@ def tnfw(
             + root * (-math.pi + big_l * (t2 - 1.0) / tau)
         )
     )
+    return _nfw_deflection(alpha_rs, rs, g, xx, dx, dy, x.dtype)
+
+
+def _nfw_deflection(alpha_rs: Tensor, rs: Tensor, g: Tensor, xx: Tensor, dx: Tensor,
+                    dy: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Deflection of an (N)FW-family profile from its enclosed-mass function g(x = r/Rs).
+
+    lenstronomy normalises by the deflection at Rs (alpha_Rs), which fixes rho0; shared by
+    NFW and TNFW so the two cannot drift apart.
+    """
+    rho0 = alpha_rs.to(torch.float64) / (4.0 * rs * rs * (1.0 + math.log(0.5)))
     a = 4.0 * rho0 * rs * g / (xx * xx)
-    return (a * dx).to(x.dtype), (a * dy).to(x.dtype)
+    return (a * dx).to(dtype), (a * dy).to(dtype)
 
 
 def tnfw_sum(
