@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seeds_where_asha_reached_random_best_with_half_the_epochs": sum(
                 1 for f in fractions if f <= 0.5),
             # never reaching random search's best counts as an infinite fraction
-            "median_asha_fraction_of_random_epochs": statistics.median(fractions),
+            # null: in most seeds it never got there
+            "median_asha_fraction_of_random_epochs": _finite(statistics.median(fractions)),
             "goal_median_fraction_at_most_half": statistics.median(fractions) <= 0.5,
         },
         "search_wall_s": {k: [r["wall_s"] for r in v] for k, v in runs.items()},
@@ -234,6 +235,10 @@ def _quantile(xs: list[float], q: float) -> float | None:
         return None
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _mean(xs: list[Any]) -> float | None:

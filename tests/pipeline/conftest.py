@@ -24,16 +24,6 @@ TINY_MODEL = [
 ]
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """Two Ray nodes of one CPU each on this machine, token auth on, stopped by PID."""
-    cluster = LoopbackCluster(num_nodes=2, cpus_per_node=1).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def cli_env(cluster: LoopbackCluster, tracking_dir: Path) -> dict[str, str]:
     env = {**os.environ, **cluster.env}
     env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
