@@ -205,11 +205,11 @@ class SearchSpec:
 
     @property
     def has_conditionals(self) -> bool:
-        return any(isinstance(p, Choice) and p.has_branches for _, p in _walk(self.params))
+        return any(isinstance(p, Choice) and p.has_branches for _, p in walk_params(self.params))
 
     @property
     def has_grid(self) -> bool:
-        return any(isinstance(p, Grid) for _, p in _walk(self.params))
+        return any(isinstance(p, Grid) for _, p in walk_params(self.params))
 
     def trial_params(self) -> dict[str, Any]:
         """The params every trial gets, with train.epochs set from max_epochs."""
@@ -228,7 +228,7 @@ class SearchSpec:
     def with_fixed(self, updates: Mapping[str, Any]) -> SearchSpec:
         """Pin top-level keys to values (e.g. CLI --simulate / --data), validated again."""
         params = dict(self.params)
-        nested = {k for k, _ in _walk(self.params)} - set(self.params)
+        nested = {k for k, _ in walk_params(self.params)} - set(self.params)
         for key, value in updates.items():
             _key_check(self.source, key)
             if key == "train.epochs":
@@ -381,14 +381,14 @@ def convert(params: Mapping[str, Any], backend: Any, _path: str = "") -> dict[st
 # ----------------------------------------------------------------------------- parsing
 
 
-def _walk(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+def walk_params(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """Every (key, param) in the tree, branch sub-spaces included."""
     for key, p in params.items():
         yield key, p
         if isinstance(p, Choice):
             for o in p.options:
                 if isinstance(o, Branch):
-                    yield from _walk(o.params)
+                    yield from walk_params(o.params)
 
 
 def _key_check(source: str, key: Any) -> None:
@@ -555,7 +555,7 @@ def _enum(source: str, doc: Mapping[str, Any], key: str, allowed: tuple[str, ...
 def _validate(spec: SearchSpec) -> None:
     src = spec.source
     _check_numbers(spec)
-    if "train.epochs" in {k for k, _ in _walk(spec.params)}:
+    if "train.epochs" in {k for k, _ in walk_params(spec.params)}:
         raise SearchSpaceError(src, "train.epochs", "set max_epochs (the per-trial budget)")
     _check_tree(src, spec.params, context=spec.fixed(), seen=set(), path="")
     if spec.scheduler == "pbt":
@@ -616,7 +616,7 @@ def _check_tree(
     for key, p in params.items():
         if isinstance(p, Choice):
             for o in p.options:
-                for sub, _ in _walk(o.params) if isinstance(o, Branch) else ():
+                for sub, _ in walk_params(o.params) if isinstance(o, Branch) else ():
                     if owner.setdefault(sub, key) != key:
                         raise SearchSpaceError(
                             src, f"{path}{key}",
@@ -703,5 +703,5 @@ def _validate_metric(spec: SearchSpec) -> None:
 
 
 def _first_key(spec: SearchSpec, cls: type) -> str:
-    return next(k for k, p in _walk(spec.params) if isinstance(p, cls) and (
+    return next(k for k, p in walk_params(spec.params) if isinstance(p, cls) and (
         cls is not Choice or p.has_branches))

@@ -45,13 +45,12 @@ from .config import RunConfig
 from .live import LiveView, is_better
 from .procs import owner_token, remove_orphans
 from .search_space import (
-    Branch,
-    Choice,
     Domain,
     SearchSpec,
     convert,
     flatten_sampled,
     parse_search_space,
+    walk_params,
 )
 
 if TYPE_CHECKING:  # mlflow is imported by the driver only, never by trial workers
@@ -249,17 +248,8 @@ def bundle_from_shared(shared: Mapping[str, Any]) -> Any:
 
 def data_is_searched(spec: SearchSpec) -> bool:
     """Trials open their own data when a data.* key is sampled (no single shared copy)."""
-
-    def walk(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-        for k, p in params.items():
-            yield k, p
-            if isinstance(p, Choice):
-                for o in p.options:
-                    if isinstance(o, Branch):
-                        yield from walk(o.params)
-
     return any(k.startswith("data.") and (isinstance(p, Domain) or k not in spec.params)
-               for k, p in walk(spec.params))
+               for k, p in walk_params(spec.params))
 
 
 # ----------------------------------------------------------------------------- the trainable
@@ -459,22 +449,9 @@ def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def sampled_keys(spec: SearchSpec) -> list[str]:
     """Keys that differ between trials (the columns worth showing)."""
-    keys = []
-
-    def walk(params: Mapping[str, Any]) -> None:
-        for k, p in params.items():
-            if isinstance(p, Domain) and k not in keys:
-                keys.append(k)
-            if isinstance(p, Choice):
-                for o in p.options:
-                    if isinstance(o, Branch):
-                        walk(o.params)
-
-    walk(spec.params)
-    for k in spec.hyperparam_mutations:
-        if k not in keys:
-            keys.append(k)
-    return keys
+    keys = [k for k, p in walk_params(spec.params) if isinstance(p, Domain)]
+    keys += list(spec.hyperparam_mutations)
+    return list(dict.fromkeys(keys))
 
 
 # ----------------------------------------------------------------------------- driver callbacks
