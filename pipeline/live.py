@@ -39,11 +39,15 @@ class TrialRow:
     note: str = ""  # e.g. "exploited a3f1@4" under PBT
 
 
-def fmt(value: Any) -> str:
+def fmt(value: Any, sci_from: float = 1e4) -> str:
+    """A table cell: floats to 4 significant digits, scientific below 1e-3 and from
+    `sci_from` up; NaN and None as '-'. Shared by the live table and the markdown report."""
+    if value is None:
+        return "-"
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= sci_from):
             return f"{value:.2e}"
         return f"{value:.4g}"
     return str(value)

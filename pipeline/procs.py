@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -43,7 +43,7 @@ def owner_of(token: str) -> tuple[str, int] | None:
     return (host, int(pid)) if host and pid.isdigit() else None
 
 
-def remove_orphans(dirs: Iterable[Path], token_of) -> list[Path]:
+def remove_orphans(dirs: Iterable[Path], token_of: Callable[[Path], str]) -> list[Path]:
     """Delete each folder whose owner (`token_of(path)` -> owner token text) ran on this host
     and has exited; returns the folders removed. This process's own folders are kept."""
     removed = []

@@ -15,18 +15,11 @@ from typing import Any
 
 from . import tracking as T
 from .config import flat_keys
+from .live import fmt
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "-"
-        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
-            return f"{x:.2e}"
-        return f"{x:.{digits}g}"
-    return str(x)
+def _fmt(x: Any) -> str:
+    return fmt(x, sci_from=1e5)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
