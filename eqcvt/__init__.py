@@ -1,13 +1,9 @@
 """EqCvT: rotation-equivariant convolutional vision transformers on escnn."""
 
-from . import (
-    _compat,  # noqa: F401  (patch escnn before any kernel basis is built)
-    presets,  # noqa: F401  (registers seed_eqcvt, eqcvt_stem, cvt_baseline, steerable_cnn)
-    steerable,  # noqa: F401  (registers eqcvt_steerable)
-)
+from . import _compat  # noqa: F401  (patch escnn before any kernel basis is built)
 from .config import ModelConfig, StageConfig
 from .groups import parse_group
-from .model import build_model
+from .presets import build_model  # importing presets registers every model
 from .registry import create_model, list_models, register_model
 from .utils import count_params
 

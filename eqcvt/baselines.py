@@ -1,10 +1,9 @@
-"""Baselines in the same registry: a steerable CNN (variant "cnn"); the plain CvT is EqCvT with
-variant "cvt" (see presets.py).
+"""Family "cnn": a steerable CNN baseline (the plain CvT baseline is EqCvT's family "cvt").
 
 SteerableCNN follows the equivariant CNNs used on DeepLense data (escnn/e2cnn examples): blocks of
 R2Conv -> InnerBatchNorm -> ReLU -> anti-aliased pooling on regular fields whose count doubles
-every second block, group pooling, global average pooling, then an MLP head. Invariant to the
-group's grid-exact elements on odd-sized inputs (all layers after group pooling act per image).
+every second block, group pooling, global average pooling, then a head. Invariant to the group's
+grid-exact elements on odd-sized inputs (all layers after group pooling act per image).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from escnn.nn import GeometricTensor
 
 from .config import ModelConfig
 from .filter_cache import CachedFilters, install_filter_cache
-from .model import Head
+from .heads import build_head
 from .stem import SteerableStem
 
 
@@ -27,13 +26,18 @@ class SteerableCNN(CachedFilters):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         if cfg.variant != "cnn":
-            raise ValueError(f"SteerableCNN builds variant 'cnn', got {cfg.variant!r}")
+            raise ValueError(f"SteerableCNN builds the family 'cnn', got {cfg.variant!r}")
         self.config = cfg
-        widths = cnn_widths(cfg.fields, cfg.stem_blocks)
         self.features = SteerableStem(
-            cfg.group_spec, cfg.in_channels, widths, cfg.field_type, cfg.kernel_size
+            cfg.group_spec,
+            cfg.in_channels,
+            cnn_widths(cfg.fields, cfg.stem_blocks),
+            cfg.field_type,
+            cfg.kernel_size,
+            downsample=cfg.stem_downsample,
+            mask=cfg.input_mask,
         )
-        self.head = Head(self.features.out_channels, cfg.head_hidden, cfg.out_features, cfg.dropout)
+        self.head = build_head(cfg, self.features.out_channels)
         install_filter_cache(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

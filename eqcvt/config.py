@@ -9,6 +9,11 @@ from .groups import parse_group
 
 VARIANTS: tuple[str, ...] = ("stem", "steerable", "cvt", "cnn")
 FIELD_TYPES: tuple[str, ...] = ("regular", "trivial")
+# "mlp": LayerNorm -> Linear -> GELU -> Dropout -> Linear; "bn_elu": Linear -> BatchNorm1d -> ELU
+# -> Linear, the head of the published EqCvT and CvT (the authors' cvt.py).
+HEAD_STYLES: tuple[str, ...] = ("mlp", "bn_elu")
+# Fields a registered model fixes: its name means one architecture family.
+FIXED_BY_NAME: tuple[str, ...] = ("variant",)
 # Knobs that apply to every CvT stage at once, so a search samples scalars, not per-stage lists.
 STAGE_KNOBS: tuple[str, ...] = ("embed_dim", "depth", "heads", "mlp_ratio", "kv_stride", "head_dim")
 
@@ -32,9 +37,10 @@ class StageConfig:
                 raise ValueError(f"stage {name} must be >= 1, got {getattr(self, name)!r}")
         if self.head_dim < 0:
             raise ValueError(f"stage head_dim must be >= 0, got {self.head_dim!r}")
-        if self.embed_dim % self.heads:
+        if not self.head_dim and self.embed_dim % self.heads:
             raise ValueError(
-                f"stage embed_dim={self.embed_dim} is not divisible by heads={self.heads}"
+                f"stage embed_dim={self.embed_dim} is not divisible by heads={self.heads} "
+                "(set head_dim to size the heads on their own)"
             )
         if self.mlp_ratio <= 0:
             raise ValueError(f"stage mlp_ratio must be > 0, got {self.mlp_ratio!r}")
@@ -44,10 +50,16 @@ class StageConfig:
 class ModelConfig:
     """Everything that defines an architecture; presets are `dataclasses.replace` of this.
 
-    `variant` picks the family: "stem" (steerable stem -> group pooling -> plain CvT, the seed
+    `variant` is the family: "stem" (steerable stem -> group pooling -> plain CvT, the seed
     architecture), "steerable" (equivariant end to end, invariant logits), "cvt" (plain CvT
-    baseline), "cnn" (steerable CNN baseline). The head is a classifier when `targets == 0`,
-    else a regressor with `targets` outputs.
+    baseline), "cnn" (steerable CNN baseline). Each registered model fixes it (FIXED_BY_NAME).
+    The head is a classifier when `targets == 0`, else a regressor with `targets` outputs.
+
+    Stem knobs ("stem" and "cnn"): `stem_downsample` True gives size-preserving convs and a
+    stride-2 anti-aliased pool per block (129 -> 65 -> 33); False gives the published block, a
+    7x7 conv with padding 1 and a stride-1 blur without padding (129 -> 125 -> 121).
+    `input_mask` multiplies the input by escnn's circular mask (margin 1%), as published.
+    `attention_dropout` also drops attention weights (the published CvT drops only outputs).
     """
 
     variant: str = "stem"
@@ -56,9 +68,13 @@ class ModelConfig:
     fields: int = 10  # fields per steerable layer (regular fields have |G| channels each)
     kernel_size: int = 7
     stem_blocks: int = 1
+    stem_downsample: bool = True
+    input_mask: bool = False
     stages: tuple[StageConfig, ...] = field(default_factory=lambda: (StageConfig(),))
     head_hidden: int = 64
+    head_style: str = "mlp"
     dropout: float = 0.0
+    attention_dropout: bool = True
     in_channels: int = 1
     img_size: int = 129
     classes: int = 2
@@ -72,10 +88,22 @@ class ModelConfig:
             raise ValueError(
                 f"unknown field_type {self.field_type!r}: expected one of {FIELD_TYPES}"
             )
+        if self.head_style not in HEAD_STYLES:
+            raise ValueError(
+                f"unknown head_style {self.head_style!r}: expected one of {HEAD_STYLES}"
+            )
+        for name in ("stem_downsample", "input_mask", "attention_dropout"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("fields", "kernel_size", "in_channels", "img_size", "head_hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.variant not in ("stem", "cnn") and (self.input_mask or not self.stem_downsample):
+            raise ValueError(
+                f"input_mask and stem_downsample are knobs of the 'stem' and 'cnn' families, "
+                f"not of {self.variant!r}"
+            )
         if self.stem_blocks < 0:
             raise ValueError(f"stem_blocks must be >= 0, got {self.stem_blocks!r}")
         if self.variant in ("stem", "cnn") and self.stem_blocks < 1:
@@ -108,14 +136,21 @@ class ModelConfig:
 def apply_overrides(base: ModelConfig, **overrides) -> ModelConfig:
     """`dataclasses.replace`, plus the stage knobs in STAGE_KNOBS applied to every stage.
 
-    Unknown keys are a TypeError naming the key.
+    Unknown keys are a TypeError naming the key; a FIXED_BY_NAME key (the family) is a
+    ValueError: another family is another registered model.
     """
+    fixed = sorted(set(overrides) & set(FIXED_BY_NAME))
+    if fixed:
+        raise ValueError(
+            f"{', '.join(fixed)} cannot be overridden: a registered model name fixes its family "
+            f"({base.variant!r} here); pick the model by name instead (eqcvt.list_models())"
+        )
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = set(overrides) - names - set(STAGE_KNOBS)
     if unknown:
         raise TypeError(
             f"unknown model override(s) {sorted(unknown)}; "
-            f"valid: {sorted(names | set(STAGE_KNOBS))}"
+            f"valid: {sorted((names - set(FIXED_BY_NAME)) | set(STAGE_KNOBS))}"
         )
     stage_kw = {k: overrides.pop(k) for k in STAGE_KNOBS if k in overrides}
     cfg = dataclasses.replace(base, **overrides)

@@ -3,7 +3,9 @@
 A stage = convolutional token embedding + `depth` transformer blocks whose queries, keys and
 values come from depthwise-convolutional projections of the token map (keys/values strided by
 `kv_stride`, which shrinks attention cost by kv_stride**2). No position embedding: the
-convolutions carry position. Tokens are (B, T, C) with T = H * W, row-major.
+convolutions carry position. Tokens are (B, T, C) with T = H * W, row-major. The layers have the
+parameters of the published cvt.py (a 1x1 conv on the map is a Linear on the tokens; its channel
+LayerNorm is nn.LayerNorm on the tokens; the depthwise and pointwise projections have no bias).
 """
 
 from __future__ import annotations
@@ -57,16 +59,28 @@ class ConvProjection(nn.Module):
 
 
 class ConvAttention(nn.Module):
-    """Multi-head attention with convolutional projections; k and v share one strided conv."""
+    """Multi-head attention with convolutional projections; k and v share one strided conv.
 
-    def __init__(self, dim: int, heads: int, head_dim: int, kv_stride: int, dropout: float):
+    `dropout` drops the output; with `attention_dropout` also the attention weights (the
+    published CvT, lucidrains' cvt.py, drops only the output).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        kv_stride: int,
+        dropout: float,
+        attention_dropout: bool = True,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
         inner = heads * head_dim
         self.q = ConvProjection(dim, inner, stride=1)
         self.kv = ConvProjection(dim, 2 * inner, stride=kv_stride)
         self.out = nn.Linear(inner, dim)
-        self.dropout = dropout
+        self.attn_dropout = dropout if attention_dropout else 0.0
         self.out_drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -76,7 +90,7 @@ class ConvAttention(nn.Module):
         k, v = self.kv(x, hw).chunk(2, dim=-1)  # (B, T', h*d) each
         k = k.reshape(B, -1, h, d).transpose(1, 2)  # (B, h, T', d)
         v = v.reshape(B, -1, h, d).transpose(1, 2)  # (B, h, T', d)
-        p = self.dropout if self.training else 0.0
+        p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, T, d)
         y = y.transpose(1, 2).reshape(B, T, h * d)  # (B, T, h*d)
         return self.out_drop(self.out(y))  # (B, T, dim)
@@ -97,12 +111,14 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, cfg: StageConfig, dropout: float) -> None:
+    def __init__(self, cfg: StageConfig, dropout: float, attention_dropout: bool = True) -> None:
         super().__init__()
         dim = cfg.embed_dim
         head_dim = cfg.head_dim or dim // cfg.heads
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = ConvAttention(dim, cfg.heads, head_dim, cfg.kv_stride, dropout)
+        self.attn = ConvAttention(
+            dim, cfg.heads, head_dim, cfg.kv_stride, dropout, attention_dropout
+        )
         self.ln2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, max(1, round(dim * cfg.mlp_ratio)), dropout)
 
@@ -114,10 +130,18 @@ class Block(nn.Module):
 class CvTStage(nn.Module):
     """Token embedding + blocks; feature map (B, C_in, H, W) in, (B, dim, H', W') out."""
 
-    def __init__(self, in_channels: int, cfg: StageConfig, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        cfg: StageConfig,
+        dropout: float = 0.0,
+        attention_dropout: bool = True,
+    ) -> None:
         super().__init__()
         self.embed = ConvEmbedding(in_channels, cfg.embed_dim, cfg.patch_size, cfg.patch_stride)
-        self.blocks = nn.ModuleList(Block(cfg, dropout) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            Block(cfg, dropout, attention_dropout) for _ in range(cfg.depth)
+        )
         self.out_channels = cfg.embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

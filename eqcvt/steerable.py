@@ -1,4 +1,4 @@
-"""Variant `steerable`: a CvT that is equivariant end to end, so its logits are invariant.
+"""Family "steerable": a CvT that is equivariant end to end, so its logits are invariant.
 
 Every layer maps feature fields of one escnn FieldType to another:
   stem:   stem_blocks x (R2Conv kxk -> InnerBatchNorm -> ReLU), then a centred 3x3/2 average pool
@@ -11,14 +11,8 @@ token pair and the softmax weights are invariant scalars. Values stay equivarian
 split by whole fields so the permutations stay inside a head. There is no absolute position
 embedding (it would break invariance): the conv projections carry the positional information.
 
-Centred grids: a rotation by 90 degrees (torch.rot90) or a flip (torch.flip) maps a square pixel
-grid onto itself about its centre. A stride-s layer keeps that symmetry iff its sampling points are
-symmetric about the centre, i.e. (n + 2P - k) % s == 0 for input size n, kernel k, padding P on both
-sides; we take the smallest such P >= (k-1)//2 (for s = 2 and odd n: P = (k-1)//2, 129 -> 65 -> 33).
-When no P exists (s even and n - k odd, e.g. an even map entering a 3x3/2 conv), the map is first
-moved to the dual grid by a 2x2 stride-1 average pool (n -> n-1): its kernel is symmetric under all
-grid rotations and flips, so it commutes with them exactly, and its output pixels sit on the pixel
-corners of the input, which include the rotation centre of an even grid (64 -> 63, 150 -> 149).
+Strided layers keep the rotation centre on the pixel grid (eqcvt/centred.py), so the logits are
+invariant to the grid-exact elements on any input size.
 
 escnn conventions (checked in tests): rotation by k quarter turns = torch.rot90(x, k, (-2, -1));
 the flip of flipRot2dOnR2(N) = torch.flip(x, (-1,)); element (flip, k) = rot90(flip(x), k).
@@ -31,120 +25,13 @@ import torch.nn.functional as F
 from escnn import nn as enn
 from escnn.nn import FieldType, GeometricTensor
 
-from .config import ModelConfig, StageConfig, apply_overrides
+from .centred import CentredR2Conv, centred_avg_pool, centred_size, spatial_out
+from .config import ModelConfig, StageConfig
+from .fields import field_size, field_type, group_pool
 from .filter_cache import CachedFilters, install_filter_cache
-from .registry import register_model
-
-# ----------------------------------------------------------------------------- centred grids
-
-
-def centred_padding(n: int, kernel: int, stride: int) -> int:
-    """Smallest symmetric padding >= (kernel-1)//2 whose stride-`stride` samples are centred."""
-    p = (kernel - 1) // 2
-    if stride == 1:
-        return p
-    for extra in range(stride):
-        if (n + 2 * (p + extra) - kernel) % stride == 0:
-            return p + extra
-    raise ValueError(f"no centred padding for size {n}, kernel {kernel}, stride {stride}")
-
-
-def needs_dual_grid(n: int, kernel: int, stride: int) -> bool:
-    """True when a stride-`stride` layer cannot be centred on an n-grid (fix: 2x2/1 avg pool)."""
-    return stride % 2 == 0 and (n - kernel) % 2 == 1
-
-
-def _centred_size(n: int, kernel: int, stride: int) -> int:
-    n = n - 1 if needs_dual_grid(n, kernel, stride) else n
-    return (n + 2 * centred_padding(n, kernel, stride) - kernel) // stride + 1
-
-
-def centre_for_stride(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Pad (and if needed move to the dual grid) so a padding-0 strided layer stays centred."""
-    h, w = x.shape[-2:]
-    if needs_dual_grid(h, kernel, stride) or needs_dual_grid(w, kernel, stride):
-        kh, kw = (
-            int(needs_dual_grid(h, kernel, stride)) + 1,
-            int(needs_dual_grid(w, kernel, stride)) + 1,
-        )
-        x = F.avg_pool2d(x, (kh, kw), stride=1)
-        h, w = x.shape[-2:]
-    ph, pw = centred_padding(h, kernel, stride), centred_padding(w, kernel, stride)
-    return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-
-
-def centred_avg_pool(x: torch.Tensor, kernel: int = 3, stride: int = 2) -> torch.Tensor:
-    """Anti-aliasing average pool that keeps the rotation centre (acts on each channel alike)."""
-    return F.avg_pool2d(centre_for_stride(x, kernel, stride), kernel, stride)
-
-
-# ----------------------------------------------------------------------------- field helpers
-
-
-def field_type(gspace, n_fields: int, kind: str) -> FieldType:
-    """`n_fields` regular (|G| channels each) or trivial (1 channel each) fields."""
-    if kind not in ("regular", "trivial"):
-        raise ValueError(f"unknown field_type {kind!r}: expected 'regular' or 'trivial'")
-    rep = gspace.regular_repr if kind == "regular" else gspace.trivial_repr
-    return FieldType(gspace, n_fields * [rep])
-
-
-def _field_size(ftype: FieldType) -> int:
-    sizes = {r.size for r in ftype.representations}
-    if len(sizes) != 1:
-        raise ValueError(f"expected fields of one size, got sizes {sorted(sizes)}")
-    return sizes.pop()
-
-
-def group_pool(x: torch.Tensor, field_size: int) -> torch.Tensor:
-    """Max over the group channels of each field: (B, F*|G|, H, W) -> (B, F, H, W), invariant."""
-    if field_size == 1:
-        return x
-    b, c, h, w = x.shape
-    return x.reshape(b, c // field_size, field_size, h, w).amax(dim=2)
-
-
-def _spatial_out(shape: tuple, channels: int, fn) -> tuple:
-    return (shape[0], channels, *(fn(n) for n in shape[2:]))
-
+from .heads import BatchNormHead
 
 # ----------------------------------------------------------------------------- modules
-
-
-class CentredR2Conv(enn.EquivariantModule):
-    """escnn R2Conv whose strided sampling stays centred on any input size (see module doc)."""
-
-    def __init__(
-        self,
-        in_type: FieldType,
-        out_type: FieldType,
-        kernel_size: int,
-        stride: int = 1,
-        groups: int = 1,
-        bias: bool = True,
-    ) -> None:
-        super().__init__()
-        self.in_type, self.out_type = in_type, out_type
-        self.kernel_size, self.stride = kernel_size, stride
-        # stride 1: symmetric "same" padding is always centred, let conv2d do it without a copy
-        pad = (kernel_size - 1) // 2 if stride == 1 else 0
-        self.conv = enn.R2Conv(
-            in_type, out_type, kernel_size, padding=pad, stride=stride, groups=groups, bias=bias
-        )
-
-    def forward(self, x: GeometricTensor) -> GeometricTensor:
-        if self.stride == 1:
-            return self.conv(x)
-        t = centre_for_stride(x.tensor, self.kernel_size, self.stride)
-        return self.conv(GeometricTensor(t, self.in_type))
-
-    def evaluate_output_shape(self, input_shape: tuple) -> tuple:
-        k, s = self.kernel_size, self.stride
-        if s == 1:
-            return _spatial_out(
-                input_shape, self.out_type.size, lambda n: n + 2 * ((k - 1) // 2) - k + 1
-            )
-        return _spatial_out(input_shape, self.out_type.size, lambda n: _centred_size(n, k, s))
 
 
 class FieldLayerNorm(enn.EquivariantModule):
@@ -158,7 +45,7 @@ class FieldLayerNorm(enn.EquivariantModule):
     def __init__(self, ftype: FieldType, eps: float = 1e-5) -> None:
         super().__init__()
         self.in_type = self.out_type = ftype
-        self.field_size = _field_size(ftype)
+        self.field_size = field_size(ftype)
         self.eps = eps
         self.weight = torch.nn.Parameter(torch.ones(len(ftype)))
         self.bias = torch.nn.Parameter(torch.zeros(len(ftype)))
@@ -176,7 +63,7 @@ class FieldLayerNorm(enn.EquivariantModule):
         return input_shape
 
 
-class ConvProjection(enn.EquivariantModule):
+class SteerableProjection(enn.EquivariantModule):
     """CvT conv projection: field-wise kxk R2Conv (stride s) -> InnerBatchNorm -> 1x1 R2Conv.
 
     InnerBatchNorm shares statistics over the group channels of each field, so it is
@@ -229,9 +116,9 @@ class InvariantAttention(enn.EquivariantModule):
             raise ValueError(f"{len(attn_type)} fields cannot be split into {heads} heads")
         self.in_type = self.out_type = ftype
         self.heads, self.attn_drop = heads, attn_drop
-        self.q = ConvProjection(ftype, kernel_size, 1, attn_type)
-        self.k = ConvProjection(ftype, kernel_size, kv_stride, attn_type)
-        self.v = ConvProjection(ftype, kernel_size, kv_stride, attn_type)
+        self.q = SteerableProjection(ftype, kernel_size, 1, attn_type)
+        self.k = SteerableProjection(ftype, kernel_size, kv_stride, attn_type)
+        self.v = SteerableProjection(ftype, kernel_size, kv_stride, attn_type)
         self.proj = enn.R2Conv(attn_type, ftype, 1)
 
     def _tokens(self, t: torch.Tensor) -> torch.Tensor:
@@ -309,7 +196,7 @@ class TokenEmbedding(enn.EquivariantModule):
         return self.conv.evaluate_output_shape(input_shape)
 
 
-class SteerableStem(enn.EquivariantModule):
+class FieldStem(enn.EquivariantModule):
     """stem_blocks x (R2Conv -> InnerBatchNorm -> ReLU) at full resolution, then a centred 3x3/2
     average pool (anti-aliased downsampling before the tokens)."""
 
@@ -331,20 +218,21 @@ class SteerableStem(enn.EquivariantModule):
         return GeometricTensor(t, self.out_type)
 
     def evaluate_output_shape(self, input_shape: tuple) -> tuple:
-        return _spatial_out(input_shape, self.out_type.size, lambda n: _centred_size(n, 3, 2))
+        return spatial_out(input_shape, self.out_type.size, lambda n: centred_size(n, 3, 2))
 
 
 def attention_fields(stage: StageConfig, fields: int, ftype: FieldType) -> int:
     """q/k/v fields: the stage's fields, or heads x (head_dim as whole fields) when head_dim > 0."""
     if not stage.head_dim:
         return fields
-    return stage.heads * max(1, round(stage.head_dim / _field_size(ftype)))
+    return stage.heads * max(1, round(stage.head_dim / field_size(ftype)))
 
 
-def stage_fields(stage: StageConfig, field_size: int) -> int:
+def stage_fields(stage: StageConfig, size: int) -> int:
     """Fields of a stage: embed_dim is read as a channel budget, rounded to whole fields per head
-    (at least one field per head), so a larger group keeps the width comparable."""
-    per_head = max(1, round(stage.embed_dim / (stage.heads * field_size)))
+    (at least one field per head), so a larger group keeps the width comparable. `size` is the
+    number of channels per field."""
+    per_head = max(1, round(stage.embed_dim / (stage.heads * size)))
     return stage.heads * per_head
 
 
@@ -368,25 +256,29 @@ class SteerableEqCvT(CachedFilters):
         t = self.in_type
         if cfg.stem_blocks:
             t_out = field_type(gspace, cfg.fields, kind)
-            self.stem = SteerableStem(t, t_out, cfg.stem_blocks, cfg.kernel_size)
+            self.stem = FieldStem(t, t_out, cfg.stem_blocks, cfg.kernel_size)
             t = t_out
         else:
             self.stem = enn.IdentityModule(t)
         stages = []
+        attn_drop = cfg.dropout if cfg.attention_dropout else 0.0
         for stage in cfg.stages:
             out = field_type(gspace, stage_fields(stage, size), kind)
             blocks = [TokenEmbedding(t, out, stage)]
-            blocks += [SteerableBlock(out, stage, kind, cfg.dropout) for _ in range(stage.depth)]
+            blocks += [SteerableBlock(out, stage, kind, attn_drop) for _ in range(stage.depth)]
             stages.append(enn.SequentialModule(*blocks))
             t = out
         self.stages = torch.nn.ModuleList(stages)
         self.norm = FieldLayerNorm(t)
-        self.head = torch.nn.Sequential(
-            torch.nn.Linear(len(t), cfg.head_hidden),
-            torch.nn.GELU(),
-            torch.nn.Dropout(cfg.dropout),
-            torch.nn.Linear(cfg.head_hidden, cfg.out_features),
-        )
+        if cfg.head_style == "bn_elu":
+            self.head: torch.nn.Module = BatchNormHead(len(t), cfg.head_hidden, cfg.out_features)
+        else:  # "mlp" without its LayerNorm: self.norm comes before the group pooling
+            self.head = torch.nn.Sequential(
+                torch.nn.Linear(len(t), cfg.head_hidden),
+                torch.nn.GELU(),
+                torch.nn.Dropout(cfg.dropout),
+                torch.nn.Linear(cfg.head_hidden, cfg.out_features),
+            )
         # eval() expands every R2Conv filter once (no autograd) and reuses it; checkpoints hold
         # parameters only, and loading into an eval-mode model re-expands the cache
         install_filter_cache(self)
@@ -401,42 +293,3 @@ class SteerableEqCvT(CachedFilters):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
-
-
-# ----------------------------------------------------------------------------- preset
-
-BASE = ModelConfig(
-    variant="steerable",
-    group="C4",
-    field_type="regular",
-    fields=8,  # stem fields (32 channels for C4)
-    kernel_size=5,
-    stem_blocks=1,
-    stages=(
-        StageConfig(embed_dim=32, depth=1, heads=2, mlp_ratio=2.0, kv_stride=2),
-        StageConfig(embed_dim=64, depth=1, heads=2, mlp_ratio=2.0, kv_stride=2),
-    ),
-    head_hidden=64,
-    dropout=0.0,
-    in_channels=1,
-    img_size=129,
-    classes=2,
-)
-
-
-@register_model
-def eqcvt_steerable(**overrides) -> SteerableEqCvT:
-    """C4-equivariant CvT with invariant logits: stem 8 regular fields, stages of 8 and 16."""
-    return SteerableEqCvT(apply_overrides(BASE, **overrides))
-
-
-__all__ = [
-    "BASE",
-    "SteerableEqCvT",
-    "centred_padding",
-    "centre_for_stride",
-    "eqcvt_steerable",
-    "field_type",
-    "group_pool",
-    "stage_fields",
-]

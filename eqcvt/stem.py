@@ -1,13 +1,16 @@
 """Steerable stem: escnn conv blocks then group pooling. GeometricTensor in, plain Tensor out.
 
-Each block is R2Conv -> InnerBatchNorm -> ReLU -> anti-aliased average pooling (stride 2), all on
-fields of one planar group. Odd kernels with centred padding and a symmetric Gaussian pooling
-filter keep the rotation centre of odd-sized inputs on a pixel (129 -> 65 -> 33 -> 17), so on such
-grids the stem is exactly equivariant to the group's grid-exact elements (quarter turns, flips).
+Each block is R2Conv -> InnerBatchNorm -> ReLU -> anti-aliased average pooling, on fields of one
+planar group, in one of two forms:
+- downsample=True (the search families): size-preserving convs and a stride-2 pool. Odd kernels
+  with centred padding and a symmetric Gaussian filter keep the rotation centre of odd-sized
+  inputs on a pixel (129 -> 65 -> 33). An even-sized map (64, 150) has its centre on a pixel
+  corner, where no stride-2 sampling is symmetric; `CentreOnPixel` first moves it to the dual
+  grid (n -> n-1), so even inputs stay exact too.
+- downsample=False (the published EqCvT): the conv pads by 1 only and the blur has stride 1 and
+  no padding (129 -> 125 -> 121 for a 7x7 conv). Stride 1 everywhere: exact on any size.
+An optional circular input mask (escnn's MaskModule, margin 1%) comes first, as published.
 Group pooling (max over each field's channels) then yields invariant feature maps.
-An even-sized map (64, 150) has its rotation centre on a pixel corner, where no stride-2 sampling
-is symmetric; `CentreOnPixel` first moves it to the dual grid with a 2x2 stride-1 average (n -> n-1,
-a kernel symmetric under every grid rotation and flip), so even inputs stay exact too.
 """
 
 from __future__ import annotations
@@ -15,50 +18,51 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from escnn import nn as enn
+from escnn.nn.modules.masking_module import build_mask
 
+from .centred import CentreOnPixel
+from .fields import field_type
 from .groups import GroupSpec
 
 POOL_SIGMA = 0.66  # Gaussian blur of the anti-aliased pooling: a 5x5 filter (escnn's examples)
 POOL_STRIDE = 2
+PUBLISHED_PADDING = 1  # the published EqCvT's R2Conv(kernel_size=7, padding=1)
+MASK_MARGIN = 1.0  # percent of the radius, as the published MaskModule(in_type, 129, margin=1)
 
 
-def field_type(spec: GroupSpec, fields: int, kind: str) -> enn.FieldType:
-    """`fields` copies of the group's regular (|G| channels each) or trivial (1 channel) field."""
-    if not isinstance(fields, int) or isinstance(fields, bool) or fields < 1:
-        raise ValueError(f"a steerable layer needs a positive integer field count, got {fields!r}")
-    gspace = spec.gspace()
-    if kind == "regular":
-        rep = gspace.regular_repr
-    elif kind == "trivial":
-        rep = gspace.trivial_repr
-    else:
-        raise ValueError(f"unknown field_type {kind!r}: expected 'regular' or 'trivial'")
-    return enn.FieldType(gspace, fields * [rep])
+class CircularMask(enn.EquivariantModule):
+    """escnn's MaskModule for any square size: the same `build_mask`, made once per size.
 
+    MaskModule fixes the size when built and stores the mask as a parameter; here it is a
+    derived value, kept out of checkpoints, so one model takes 64, 129 or 150 px.
+    """
 
-class CentreOnPixel(enn.EquivariantModule):
-    """2x2 stride-1 average along each even-sized axis (n -> n-1); identity on odd axes."""
-
-    def __init__(self, in_type: enn.FieldType) -> None:
+    def __init__(self, in_type: enn.FieldType, margin: float = MASK_MARGIN) -> None:
         super().__init__()
         self.in_type = self.out_type = in_type
+        self.margin = margin
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def mask(self, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (size, device, dtype)
+        if key not in self._masks:
+            self._masks[key] = build_mask(size, margin=self.margin).to(device, dtype)
+        return self._masks[key]  # (1, 1, size, size)
 
     def forward(self, x: enn.GeometricTensor) -> enn.GeometricTensor:
         h, w = x.tensor.shape[-2:]
-        kernel = (2 - h % 2, 2 - w % 2)
-        if kernel == (1, 1):
-            return x
-        return enn.GeometricTensor(F.avg_pool2d(x.tensor, kernel, stride=1), self.out_type)
+        if h != w:
+            raise ValueError(f"the circular input mask needs square images, got {h}x{w}")
+        t = x.tensor * self.mask(h, x.tensor.device, x.tensor.dtype)
+        return enn.GeometricTensor(t, self.out_type)
 
     def evaluate_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        b, c, h, w = input_shape
-        return b, c, h - 1 + h % 2, w - 1 + w % 2
+        return input_shape
 
 
 class StemFeatures(enn.EquivariantModule):
-    """The equivariant part of the stem: conv blocks on fields, then group pooling."""
+    """The equivariant part of the stem: [mask], conv blocks on fields, then group pooling."""
 
     def __init__(
         self,
@@ -67,6 +71,8 @@ class StemFeatures(enn.EquivariantModule):
         widths: Sequence[int],
         kind: str = "regular",
         kernel_size: int = 7,
+        downsample: bool = True,
+        mask: bool = False,
     ) -> None:
         super().__init__()
         if not widths:
@@ -76,17 +82,27 @@ class StemFeatures(enn.EquivariantModule):
         self.spec = spec
         gspace = spec.gspace()
         self.in_type = enn.FieldType(gspace, in_channels * [gspace.trivial_repr])
-        layers: list[enn.EquivariantModule] = []
+        layers: list[enn.EquivariantModule] = [CircularMask(self.in_type)] if mask else []
         ftype = self.in_type
+        padding = kernel_size // 2 if downsample else PUBLISHED_PADDING
         for width in widths:
-            out_type = field_type(spec, width, kind)
+            out_type = field_type(gspace, width, kind)
             layers += [
-                enn.R2Conv(ftype, out_type, kernel_size, padding=kernel_size // 2, bias=False),
+                enn.R2Conv(ftype, out_type, kernel_size, padding=padding, bias=False),
                 enn.InnerBatchNorm(out_type),
                 enn.ReLU(out_type, inplace=True),
-                CentreOnPixel(out_type),
-                enn.PointwiseAvgPoolAntialiased(out_type, sigma=POOL_SIGMA, stride=POOL_STRIDE),
             ]
+            if downsample:
+                layers += [
+                    CentreOnPixel(out_type),
+                    enn.PointwiseAvgPoolAntialiased(
+                        out_type, sigma=POOL_SIGMA, stride=POOL_STRIDE
+                    ),
+                ]
+            else:  # escnn pads by default; e2cnn, which the published code used, did not
+                layers.append(
+                    enn.PointwiseAvgPoolAntialiased(out_type, sigma=POOL_SIGMA, stride=1, padding=0)
+                )
             ftype = out_type
         layers.append(enn.GroupPooling(ftype))
         self.blocks = enn.SequentialModule(*layers)
@@ -125,7 +141,7 @@ class StemFeatures(enn.EquivariantModule):
 
 class SteerableStem(torch.nn.Module):
     """Steerable conv blocks + group pooling; `forward` takes a GeometricTensor on `in_type` and
-    returns the invariant maps as a plain tensor (B, widths[-1], H / 2**n, W / 2**n)."""
+    returns the invariant maps as a plain tensor (B, widths[-1], H', W')."""
 
     def __init__(
         self,
@@ -134,9 +150,13 @@ class SteerableStem(torch.nn.Module):
         widths: Sequence[int],
         kind: str = "regular",
         kernel_size: int = 7,
+        downsample: bool = True,
+        mask: bool = False,
     ) -> None:
         super().__init__()
-        self.features = StemFeatures(spec, in_channels, widths, kind, kernel_size)
+        self.features = StemFeatures(
+            spec, in_channels, widths, kind, kernel_size, downsample, mask
+        )
         self.in_type = self.features.in_type
         self.out_channels = self.features.out_type.size
 

@@ -34,11 +34,11 @@ class ModelSection:
     Every override is None by default, meaning "the preset's value"; only non-None values reach
     `eqcvt.create_model`. The stage knobs (embed_dim, depth, heads, mlp_ratio, kv_stride,
     head_dim) apply to every CvT stage. in_channels/img_size/classes/targets come from the
-    data, not from here.
+    data, not from here. There is no `variant`: the name fixes the architecture family
+    (RETIRED_KEYS).
     """
 
     name: str = "eqcvt_stem"
-    variant: str | None = None
     group: str | None = None
     field_type: str | None = None
     fields: int | None = None
@@ -160,6 +160,12 @@ class DataConfig:
 
 
 SECTIONS: dict[str, type] = {"model": ModelSection, "train": TrainConfig, "data": DataConfig}
+# Keys that existed once, and why they are gone. A None value (how older runs recorded "the
+# preset's value") is dropped by from_flat, so their saved configs still load.
+RETIRED_KEYS: dict[str, str] = {
+    "model.variant": "a registered model name fixes its architecture family; choose another "
+    "model.name instead (eqcvt.list_models())",
+}
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,8 @@ class RunConfig:
         """
         per_section: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
         for key, value in flat.items():
+            if key in RETIRED_KEYS and value is None:
+                continue
             section, name = split_key(key)
             per_section[section][name] = coerce_value(key, value)
         built = {}
@@ -209,6 +217,8 @@ def flat_keys() -> list[str]:
 
 def split_key(key: str) -> tuple[str, str]:
     """"train.lr" -> ("train", "lr"); unknown section or field is a ValueError naming the key."""
+    if key in RETIRED_KEYS:
+        raise ValueError(f"config key {key!r} was removed: {RETIRED_KEYS[key]}")
     section, _, name = str(key).partition(".")
     cls = SECTIONS.get(section)
     if cls is None or not name:

@@ -6,7 +6,7 @@ import pytest
 
 import eqcvt
 from eqcvt.config import STAGE_KNOBS, ModelConfig, StageConfig, apply_overrides
-from eqcvt.stem import field_type
+from eqcvt.fields import field_type
 
 
 def test_defaults_are_valid_and_frozen():
@@ -37,7 +37,7 @@ def test_bad_field_count_through_create_model():
     with pytest.raises(ValueError, match="fields"):
         eqcvt.create_model("seed_eqcvt", fields=0)
     with pytest.raises(ValueError, match="field count"):
-        field_type(ModelConfig().group_spec, 0, "regular")
+        field_type(ModelConfig().group_spec.gspace(), 0, "regular")
 
 
 @pytest.mark.parametrize(
@@ -50,6 +50,10 @@ def test_bad_field_count_through_create_model():
         ({"dropout": 1.0}, "dropout"),
         ({"classes": 1}, "classes >= 2"),
         ({"stages": ()}, "at least one CvT stage"),
+        ({"head_style": "softmax"}, "unknown head_style"),
+        ({"input_mask": 1}, "input_mask must be True or False"),
+        ({"variant": "steerable", "input_mask": True}, "knobs of the 'stem' and 'cnn'"),
+        ({"variant": "cvt", "stem_downsample": False}, "knobs of the 'stem' and 'cnn'"),
     ],
 )
 def test_bad_values_name_the_problem(kwargs, message):
@@ -60,6 +64,7 @@ def test_bad_values_name_the_problem(kwargs, message):
 def test_stage_validation():
     with pytest.raises(ValueError, match="not divisible by heads"):
         StageConfig(embed_dim=30, heads=4)
+    assert StageConfig(embed_dim=32, heads=3, head_dim=64).heads == 3  # the published EqCvT
     with pytest.raises(ValueError, match="head_dim"):
         StageConfig(head_dim=-1)
 
@@ -78,6 +83,14 @@ def test_unknown_override_names_the_key():
         apply_overrides(ModelConfig(), widht=3)
     with pytest.raises(TypeError, match="widht"):
         eqcvt.create_model("seed_eqcvt", widht=3)
+
+
+def test_the_family_is_not_an_override():
+    with pytest.raises(ValueError, match="cannot be overridden"):
+        apply_overrides(ModelConfig(), variant="cvt")
+    with pytest.raises(TypeError) as err:
+        apply_overrides(ModelConfig(), widht=3)
+    assert "'variant'" not in str(err.value)  # not listed among the valid overrides
 
 
 def test_unknown_model_lists_registered():

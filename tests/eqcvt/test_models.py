@@ -1,17 +1,19 @@
-"""Every registered model builds and trains; preset sizes; stem equivariance; the filter cache."""
+"""Every registered model builds and trains; the published models exactly; stem equivariance; the
+filter cache."""
 
 import copy
 
 import pytest
 import torch
 from escnn import nn as enn
+from escnn.nn import MaskModule
 
 import eqcvt
 from eqcvt.config import ModelConfig
 from eqcvt.filter_cache import caching_modules, per_batch_filters
 from eqcvt.groups import SUPPORTED_GROUPS, parse_group
-from eqcvt.model import EqCvT, build_model
-from eqcvt.stem import StemFeatures
+from eqcvt.model import EqCvT
+from eqcvt.stem import CircularMask, StemFeatures
 
 torch.set_num_threads(2)
 
@@ -45,28 +47,88 @@ def test_every_model_trains(name, size, head):
     assert eqcvt.count_params(model) > 0
 
 
-def test_seed_parameter_count():
-    n = eqcvt.count_params(eqcvt.create_model("seed_eqcvt"))
-    assert abs(n - 64_810) <= 0.10 * 64_810, n
+def test_published_parameter_counts_are_exact():
+    """The abstract's EqCvT and CvT, counted as the authors' code prints them."""
+    seed = eqcvt.create_model("seed_eqcvt")
+    assert eqcvt.count_params(seed) == 64_810
+    assert eqcvt.count_params(seed.stem) == 200  # 180 conv weights + 20 InnerBatchNorm affine
+    conv = next(m for m in seed.stem.modules() if isinstance(m, enn.R2Conv))
+    assert eqcvt.count_params(conv) == 180
+    assert eqcvt.count_params(eqcvt.create_model("cvt_baseline")) == 463_106
 
 
-def test_cvt_baseline_parameter_count():
-    n = eqcvt.count_params(eqcvt.create_model("cvt_baseline"))
-    assert abs(n - 463_000) <= 0.10 * 463_000, n
+def _shapes(model, size):
+    """Output shapes of the stem, the token embedding and the key/value projection."""
+    shapes = {}
+
+    def keep(name):
+        def hook(module, args, out) -> None:
+            shapes.setdefault(name, tuple(out.shape))
+
+        return hook
+
+    handles = [model.stages[0].embed.proj.register_forward_hook(keep("tokens")),
+               model.stages[0].blocks[0].attn.kv.depthwise.register_forward_hook(keep("keys"))]
+    if model.stem is not None:
+        handles.append(model.stem.register_forward_hook(keep("stem")))
+    with torch.no_grad():
+        model.eval()(torch.rand(1, 1, size, size))
+    for h in handles:
+        h.remove()
+    return shapes
 
 
-def test_seed_matches_the_abstract():
-    cfg = eqcvt.create_model("seed_eqcvt").config
-    (stage,) = cfg.stages
+def test_seed_eqcvt_is_the_published_model_layer_by_layer():
+    model = eqcvt.create_model("seed_eqcvt")
+    cfg, (stage,) = model.config, model.config.stages
     assert (cfg.variant, cfg.group, cfg.field_type, cfg.fields, cfg.kernel_size) == (
-        "stem",
-        "C4",
-        "regular",
-        10,
-        7,
+        "stem", "C4", "regular", 10, 7,
     )
-    assert (stage.embed_dim, stage.depth, stage.mlp_ratio, cfg.head_hidden) == (32, 2, 2.0, 64)
-    assert (cfg.in_channels, cfg.img_size, cfg.classes) == (1, 129, 2)
+    assert (stage.embed_dim, stage.depth, stage.heads, stage.head_dim, stage.mlp_ratio) == (
+        32, 2, 3, 64, 2.0,
+    )
+    assert (cfg.in_channels, cfg.img_size, cfg.classes, cfg.dropout) == (1, 129, 2, 0.1)
+    layers = [type(m).__name__ for m in model.stem.features.blocks]
+    assert layers == ["CircularMask", "R2Conv", "InnerBatchNorm", "ReLU",
+                      "PointwiseAvgPoolAntialiased2D", "GroupPooling"]
+    conv, pool = model.stem.features.blocks[1], model.stem.features.blocks[4]
+    assert (conv.kernel_size, conv.padding, conv.stride, conv.bias) == (7, 1, 1, None)
+    assert (pool.kernel_size, pool.stride, pool.padding) == ((5, 5), (1, 1), (0, 0))
+    attn = model.stages[0].blocks[0].attn
+    assert (attn.q.linear.out_features, attn.kv.linear.out_features) == (192, 384)
+    assert attn.attn_dropout == 0.0 and attn.out_drop.p == 0.1
+    head = [type(m).__name__ for m in model.head.children()]
+    assert head == ["Linear", "BatchNorm1d", "ELU", "Linear"]
+    assert (model.head.fc1.in_features, model.head.fc1.out_features) == (32, 64)
+    shapes = _shapes(model, 129)
+    assert shapes["stem"] == (1, 10, 121, 121)  # 10 invariant channels after group pooling
+    assert shapes["tokens"] == (1, 32, 61, 61)  # 3,721 tokens
+    assert shapes["keys"][-2:] == (31, 31)  # 961 key tokens
+
+
+def test_cvt_baseline_is_the_published_model():
+    model = eqcvt.create_model("cvt_baseline")
+    s1, s2 = model.config.stages
+    assert model.stem is None
+    assert (s1.embed_dim, s1.patch_size, s1.patch_stride, s1.depth, s1.heads) == (64, 7, 4, 2, 2)
+    assert (s2.embed_dim, s2.patch_size, s2.patch_stride, s2.depth, s2.heads) == (128, 3, 2, 1, 3)
+    assert all((s.head_dim, s.mlp_ratio, s.kv_stride) == (64, 4.0, 2) for s in (s1, s2))
+    assert [type(m).__name__ for m in model.head.children()] == [
+        "Linear", "BatchNorm1d", "ELU", "Linear",
+    ]
+    assert (model.head.fc1.in_features, model.head.fc1.out_features) == (128, 128)
+    shapes = _shapes(model, 129)
+    assert shapes["tokens"] == (1, 64, 33, 33) and shapes["keys"][-2:] == (17, 17)
+
+
+@pytest.mark.parametrize("size", [64, 129, 150])
+def test_circular_mask_is_escnn_mask_module_at_any_size(size):
+    gspace = parse_group("C4").gspace()
+    ftype = enn.FieldType(gspace, [gspace.trivial_repr])
+    x = enn.GeometricTensor(torch.rand(2, 1, size, size), ftype)
+    expected = MaskModule(ftype, size, margin=1)(x).tensor
+    torch.testing.assert_close(CircularMask(ftype)(x).tensor, expected, rtol=0, atol=0)
+    assert list(CircularMask(ftype).state_dict()) == []  # derived, not a checkpoint entry
 
 
 @pytest.mark.parametrize("group", SUPPORTED_GROUPS)
@@ -92,8 +154,12 @@ def test_trivial_fields_for_ablations(group):
 
 
 @pytest.mark.parametrize("group, size", [("C4", 33), ("C8", 32), ("D4", 33), ("D1", 34)])
-def test_stem_check_equivariance(group, size):
-    stem = StemFeatures(parse_group(group), 1, [3, 3], "regular", kernel_size=5)
+@pytest.mark.parametrize("published", [False, True], ids=["downsample", "published"])
+def test_stem_check_equivariance(group, size, published):
+    stem = StemFeatures(
+        parse_group(group), 1, [3, 3], "regular", kernel_size=5,
+        downsample=not published, mask=published,
+    )
     stem.eval()  # fixed BatchNorm statistics; the check is then exact up to float rounding
     errors = stem.check_equivariance(size=size)
     assert len(errors) == len(parse_group(group).grid_exact_elements())
@@ -118,18 +184,30 @@ def test_escnn_check_equivariance_on_stem_layers():
 
 
 def test_build_model_dispatch_and_errors():
-    assert isinstance(build_model(ModelConfig(variant="cvt", stem_blocks=0)), EqCvT)
-    assert type(build_model(ModelConfig(variant="cnn"))).__name__ == "SteerableCNN"
+    assert isinstance(eqcvt.build_model(ModelConfig(variant="cvt", stem_blocks=0)), EqCvT)
+    assert type(eqcvt.build_model(ModelConfig(variant="cnn"))).__name__ == "SteerableCNN"
     with pytest.raises(ValueError, match="build_model"):
         EqCvT(ModelConfig(variant="cnn"))
+
+
+@pytest.mark.parametrize("name", eqcvt.list_models())
+def test_a_registered_name_fixes_its_family(name):
+    """`variant` once turned e.g. seed_eqcvt into a CvT; now it is a clear error."""
+    family = eqcvt.create_model(name).config.variant
+    other = "cvt" if family != "cvt" else "stem"
+    with pytest.raises(ValueError, match="registered model name fixes its family"):
+        eqcvt.create_model(name, variant=other)
 
 
 # ---------------------------------------------------------------- eval-mode filter cache
 
 
+SMALL_SEED = dict(name="seed_eqcvt", fields=3, stem_blocks=2, dropout=0.0)
+
+
 def _small_seed():
     torch.manual_seed(0)
-    return eqcvt.create_model("seed_eqcvt", fields=3, dropout=0.0)
+    return eqcvt.create_model(**SMALL_SEED)
 
 
 def _count_expansions(model, monkeypatch):
@@ -147,7 +225,7 @@ def _count_expansions(model, monkeypatch):
 
 def test_eval_does_not_expand_filters_per_batch(monkeypatch):
     model = _small_seed().eval()
-    assert len(caching_modules(model)) == 3
+    assert len(caching_modules(model)) == 2
     calls = _count_expansions(model, monkeypatch)
     with torch.no_grad():
         model(torch.rand(2, 1, 33, 33))
@@ -155,7 +233,7 @@ def test_eval_does_not_expand_filters_per_batch(monkeypatch):
     assert calls == []
     with per_batch_filters(model), torch.no_grad():
         model(torch.rand(2, 1, 33, 33))
-    assert len(calls) == 3
+    assert len(calls) == 2
 
 
 def test_cached_eval_equals_train_mode_output():
@@ -200,12 +278,12 @@ def test_checkpoints_do_not_depend_on_mode():
     x = torch.rand(2, 1, 33, 33)
     with torch.no_grad():
         expected = source(x)
-    target = eqcvt.create_model("seed_eqcvt", fields=3, dropout=0.0).eval()  # stale cache
+    target = eqcvt.create_model(**SMALL_SEED).eval()  # other weights, stale cache
     source.train()
     target.load_state_dict(source.state_dict())  # train-mode checkpoint into an eval model
     with torch.no_grad():
         torch.testing.assert_close(target(x), expected, atol=1e-6, rtol=1e-6)
-    fresh = eqcvt.create_model("seed_eqcvt", fields=3, dropout=0.0)
+    fresh = eqcvt.create_model(**SMALL_SEED)
     fresh.load_state_dict(source.eval().state_dict())  # eval-mode checkpoint into a train model
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), expected, atol=1e-6, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Variant `steerable`: exact invariance of the logits and equivariance of every custom block."""
+"""Family "steerable": exact invariance of the logits and equivariance of every custom block."""
 
 from __future__ import annotations
 
@@ -10,24 +10,21 @@ import torch.nn.functional as F
 from escnn.nn import FieldType, GeometricTensor
 
 import eqcvt
+from eqcvt.centred import CentredR2Conv, centre_for_stride, centred_padding
 from eqcvt.config import StageConfig
+from eqcvt.fields import field_type
 from eqcvt.filter_cache import per_batch_filters
 from eqcvt.groups import parse_group
+from eqcvt.presets import STEERABLE, eqcvt_steerable
 from eqcvt.steerable import (
-    BASE,
-    CentredR2Conv,
-    ConvProjection,
     EquivariantMLP,
     FieldLayerNorm,
+    FieldStem,
     InvariantAttention,
     SteerableBlock,
     SteerableEqCvT,
-    SteerableStem,
+    SteerableProjection,
     TokenEmbedding,
-    centre_for_stride,
-    centred_padding,
-    eqcvt_steerable,
-    field_type,
     stage_fields,
 )
 
@@ -202,7 +199,7 @@ def test_regression_head():
 
 def test_default_preset_shapes_and_registry():
     model = eqcvt.create_model("eqcvt_steerable")
-    assert isinstance(model, SteerableEqCvT) and model.config == BASE
+    assert isinstance(model, SteerableEqCvT) and model.config == STEERABLE
     assert model.config.group == "C4" and model.config.variant == "steerable"
     with torch.no_grad():
         for size in (64, 129, 150):
@@ -211,7 +208,7 @@ def test_default_preset_shapes_and_registry():
 
 def test_wrong_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="variant='steerable'"):
-        SteerableEqCvT(BASE.__class__(variant="stem"))
+        SteerableEqCvT(STEERABLE.__class__(variant="stem"))
 
 
 def test_stage_fields_are_whole_fields_per_head():
@@ -261,7 +258,7 @@ def _modules(group: str, kind: str = "regular"):
     return {
         "centred_conv_s2": CentredR2Conv(ftype, ftype, 3, stride=2),
         "layer_norm": FieldLayerNorm(ftype),
-        "projection_s2": ConvProjection(ftype, 3, stride=2),
+        "projection_s2": SteerableProjection(ftype, 3, stride=2),
         "attention": InvariantAttention(ftype, heads=2, kv_stride=2),
         "attention_wide": InvariantAttention(
             ftype, heads=2, kv_stride=2, attn_type=field_type(gspace, 4, kind)
@@ -269,7 +266,7 @@ def _modules(group: str, kind: str = "regular"):
         "mlp": EquivariantMLP(ftype, 3, kind),
         "block": SteerableBlock(ftype, TINY_STAGE, kind, attn_drop=0.0),
         "embedding": TokenEmbedding(trivial, ftype, TINY_STAGE),
-        "stem": SteerableStem(trivial, ftype, blocks=1, kernel=3),
+        "stem": FieldStem(trivial, ftype, blocks=1, kernel=3),
     }
 
 

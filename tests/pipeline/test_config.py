@@ -118,11 +118,20 @@ def test_model_section_overrides_are_model_config_fields_or_stage_knobs():
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     assert names <= model_fields | set(STAGE_KNOBS)
     assert set(STAGE_KNOBS) <= names  # every stage knob is searchable
-    # the data decides these, never the search
-    assert not names & {"in_channels", "img_size", "classes", "targets", "stages"}
+    # the data decides these, never the search; the registered name decides the family
+    assert not names & {"in_channels", "img_size", "classes", "targets", "stages", "variant"}
     section = ModelSection(group="C8", fields=3, embed_dim=16, heads=2, depth=1, head_dim=8)
     cfg = apply_overrides(ModelConfig(), **section.overrides())
     assert cfg.group == "C8" and cfg.stages[0].embed_dim == 16 and cfg.stages[0].head_dim == 8
+
+
+def test_model_variant_is_removed_with_a_clear_error():
+    """model.variant once made a registered model build another family (seed_eqcvt as a CvT)."""
+    with pytest.raises(ValueError, match="'model.variant' was removed: a registered model name"):
+        RunConfig.from_flat({"model.name": "seed_eqcvt", "model.variant": "cvt"})
+    assert "model.variant" not in flat_keys()
+    # older runs recorded the unset override as None: their saved configs still load
+    assert RunConfig.from_flat({"model.variant": None}) == RunConfig()
 
 
 def test_coerce_value_direct():
