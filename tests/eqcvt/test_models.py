@@ -287,3 +287,21 @@ def test_checkpoints_do_not_depend_on_mode():
     fresh.load_state_dict(source.eval().state_dict())  # eval-mode checkpoint into a train model
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_published_seed_stem_is_equivariant_and_its_logits_are_not_invariant():
+    """As published: exact C4 equivariance up to group pooling, none promised after it."""
+    from escnn.nn import GeometricTensor
+
+    from eqcvt.equivariance import group_invariance_error
+
+    torch.manual_seed(0)
+    model = eqcvt.create_model("seed_eqcvt").eval()
+    x = torch.rand(2, 1, 129, 129)
+    with torch.no_grad():
+        maps = model.stem(GeometricTensor(x, model.stem.in_type))
+        for k in (1, 2, 3):
+            turned = model.stem(GeometricTensor(torch.rot90(x, k, (-2, -1)), model.stem.in_type))
+            err = (torch.rot90(maps, k, (-2, -1)) - turned).abs().max() / maps.abs().max()
+            assert err < 1e-5, (k, err)
+    assert group_invariance_error(model, x) > 1e-4
