@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+OPTIMIZERS: tuple[str, ...] = ("adamw", "adam", "sgd")
 SCHEDULERS: tuple[str, ...] = ("cosine", "constant")
-AUGMENTS: tuple[str, ...] = ("none", "flips", "rot90", "rot90_flips")
+AUGMENTS: tuple[str, ...] = ("none", "flips", "rot90", "rot90_flips", "rotate")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DATA_SOURCES: tuple[str, ...] = ("simulate", "shards")
 DATA_TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
