@@ -13,9 +13,9 @@ import torch.nn as nn
 
 import eqcvt
 from pipeline import checkpoints, engine
-from pipeline.evaluation import predict
 from pipeline.config import RunConfig
 from pipeline.data.bundle import DataBundle, Split
+from pipeline.evaluation import predict
 
 
 @pytest.fixture(autouse=True)

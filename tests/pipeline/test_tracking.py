@@ -108,9 +108,9 @@ def test_registered_model_loads_back_and_predicts(tmp_path):
     import numpy as np
     import torch
 
+    from pipeline.checkpoints import load_model
     from pipeline.config import RunConfig
     from pipeline.data.bundle import DataBundle, Split
-    from pipeline.checkpoints import load_model
     from pipeline.engine import fit
     from pipeline.evaluation import predict
 
