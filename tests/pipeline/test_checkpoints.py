@@ -60,6 +60,28 @@ def test_crash_during_the_swap_keeps_the_previous_checkpoint(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
+def test_crash_before_the_cleanup_reads_the_new_checkpoint(tmp_path, monkeypatch):
+    """A crash after the swap but before the moved-aside copy is removed: the new checkpoint
+    is the one read, and the next save drops the stale copy."""
+    path = tmp_path / "ckpt"
+    _save(path, _TinyNet(), epoch=1)
+    real_rmtree = checkpoints.shutil.rmtree
+
+    def rmtree(p, *a, **k):
+        if str(p).endswith(".old"):
+            raise OSError("simulated crash before the cleanup")
+        return real_rmtree(p, *a, **k)
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", rmtree)
+    with pytest.raises(OSError, match="before the cleanup"):
+        _save(path, _TinyNet(), epoch=2)
+    monkeypatch.undo()
+    assert (tmp_path / "ckpt.old").is_dir()
+    assert checkpoints.load_checkpoint(path)["epoch"] == 2
+    _save(path, _TinyNet(), epoch=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
 def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ckpt"
     _save(path, _TinyNet(), epoch=1)
