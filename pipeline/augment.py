@@ -58,7 +58,8 @@ def rotate(
     if h != w:
         raise ValueError("rotate augmentation needs square images")
     b = x.shape[0]
-    angle = torch.as_tensor(degrees, dtype=torch.float64).reshape(-1).expand(b) * (math.pi / 180)
+    angle = torch.as_tensor(degrees, dtype=torch.float64, device="cpu").reshape(-1)
+    angle = angle.expand(b) * (math.pi / 180)
     cos, sin, zero = angle.cos(), angle.sin(), torch.zeros(b, dtype=torch.float64)
     # output pixel (u, v) samples the input at R(-angle) (u, v); normalised coords, y down
     theta = torch.stack([torch.stack([cos, -sin, zero], -1),
