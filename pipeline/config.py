@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+OPTIMIZERS: tuple[str, ...] = ("adamw", "adam", "sgd")
 SCHEDULERS: tuple[str, ...] = ("cosine", "constant")
-AUGMENTS: tuple[str, ...] = ("none", "flips", "rot90", "rot90_flips")
+AUGMENTS: tuple[str, ...] = ("none", "flips", "rot90", "rot90_flips", "rotate")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DATA_SOURCES: tuple[str, ...] = ("simulate", "shards")
 DATA_TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
@@ -89,7 +89,9 @@ class TrainConfig:
     `epochs` is the budget of a normal run; a PBT trial runs until Tune stops it (see
     `engine.fit(run_until_stopped=True)`). `steps_per_epoch` = 0 means one pass over the train
     split, or n_train // batch_size batches in the on-the-fly mode. `grad_clip` = 0 disables
-    clipping; `num_threads` = 0 leaves torch's thread count alone.
+    clipping; `num_threads` = 0 leaves torch's thread count alone. `optimizer` "adam" adds
+    weight decay to the gradient (L2, the published recipe), "adamw" decouples it. `augment`
+    "rotate" is the published continuous rotation, uniform in [-180, 180] degrees.
     """
 
     epochs: int = 10
@@ -97,7 +99,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     optimizer: str = "adamw"
-    momentum: float = 0.9  # SGD momentum; AdamW's beta1
+    momentum: float = 0.9  # SGD momentum; Adam/AdamW beta1
     scheduler: str = "cosine"
     warmup_epochs: int = 0
     grad_clip: float = 0.0

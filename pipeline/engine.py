@@ -4,18 +4,20 @@ Per epoch: train, evaluate on the validation split, write a checkpoint directory
 optimiser, scheduler, epoch, history, RNG states, flat config), then hand metrics and the
 checkpoint to the callbacks (Tune reporting, MLflow logging). Resuming from such a directory
 continues exactly where the uninterrupted run would have been.
+
+The pieces live beside it: `checkpoints` (directories, RNG state), `optim` (optimiser and lr
+schedule), `augment` (batch augmentation), `evaluation` (predict and metrics), and
+`data.open` (the caller opens the data once and passes it in).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,13 +26,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import metrics as M
-from .config import AUGMENTS, RunConfig, TrainConfig
+from .augment import augment_batch
+from .checkpoints import (
+    check_compatible,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from .config import RunConfig
+from .device import device_name, resolve_device
+from .evaluation import evaluate, task_kind
+from .optim import apply_optimizer_overrides, build_optimizer, build_scheduler
 
-STATE_FILE = "state.pt"
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.json"
-METRICS_FILE = "metrics.json"
 _NONFINITE_CHECK_EVERY = 16  # steps between loss checks (each check syncs the device once)
 
 
@@ -63,9 +72,17 @@ class Callback(Protocol):
 
 @dataclass
 class FitResult:
+    """What one `fit` call trained, and the figures a benchmark reports about it.
+
+    best_*: the best epoch of the whole history by `best_metric` (keep_best's metric, else
+    val_acc (max) for classification and val_loss (min) for regression); best_checkpoint_dir
+    is kept only with keep_best. Timing covers the epochs this call trained: train_time_s is
+    optimiser steps only (validation excluded), images_per_s = images_seen / train_time_s.
+    """
+
     model: nn.Module
     history: list[dict[str, float]]
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the last epoch's
     epoch: int
     checkpoint_dir: Path | None
     stopped: bool
@@ -74,22 +91,16 @@ class FitResult:
     data: Any
     best_epoch: int | None = None
     best_checkpoint_dir: Path | None = None
+    best_metric: str = ""
+    best_value: float | None = None
+    final_val: dict[str, float] = field(default_factory=dict)  # last epoch's val_* metrics
+    train_time_s: float = 0.0
+    images_seen: int = 0
+    images_per_s: float = 0.0
+    device: str = ""  # e.g. "cpu", "cuda:0 (NVIDIA H200)"
 
 
-# ----------------------------------------------------------------------------- building blocks
-
-
-def task_kind(task: str) -> str:
-    """Data task ("binary", "multiclass", "regression") -> "classification" | "regression"."""
-    return "regression" if task == "regression" else "classification"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available")
-    return torch.device(name)
+# ----------------------------------------------------------------------------- model
 
 
 def model_kwargs(cfg: RunConfig, bundle: Any) -> dict[str, Any]:
@@ -112,277 +123,7 @@ def build_model(cfg: RunConfig, bundle: Any) -> nn.Module:
     return eqcvt.create_model(cfg.model.name, **model_kwargs(cfg, bundle))
 
 
-def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD; biases and normalisation parameters get no weight decay."""
-    no_decay_ids = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
-        for p in m.parameters(recurse=False)
-    }
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if name.endswith("bias") or id(p) in no_decay_ids else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": tc.weight_decay, "apply_decay": True},
-        {"params": no_decay, "weight_decay": 0.0, "apply_decay": False},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if tc.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum)
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.momentum, 0.999))
-
-
-def lr_factor(step: int, tc: TrainConfig, steps_per_epoch: int) -> float:
-    """Multiplier of the base lr at optimiser step `step` (0-based): linear warm-up, then
-    cosine to 0 at train.epochs (clamped there) or constant."""
-    warm = tc.warmup_epochs * steps_per_epoch
-    if step < warm:
-        return (step + 1) / warm
-    if tc.scheduler == "constant":
-        return 1.0
-    total = tc.epochs * steps_per_epoch
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, tc: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Stepped once per optimiser step."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, tc, steps_per_epoch)
-    )
-
-
-def apply_optimizer_overrides(
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any = None,
-    *,
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    momentum: float | None = None,
-) -> None:
-    """Set optimiser values in place, e.g. PBT's mutated values after loading a donor.
-
-    `lr` is the base lr: with a LambdaLR the current lr becomes lr * the current schedule
-    factor. `weight_decay` only touches groups that decay; `momentum` is SGD's momentum or
-    AdamW's beta1.
-    """
-    for i, group in enumerate(optimizer.param_groups):
-        if lr is not None:
-            if scheduler is not None and hasattr(scheduler, "base_lrs"):
-                lambdas = getattr(scheduler, "lr_lambdas", None)
-                if lambdas is not None:
-                    factor = lambdas[i](scheduler.last_epoch)
-                else:
-                    base = scheduler.base_lrs[i]
-                    factor = group["lr"] / base if base else 1.0
-                scheduler.base_lrs[i] = lr
-                group["initial_lr"] = lr
-                group["lr"] = lr * factor
-            else:
-                group["lr"] = lr
-        if weight_decay is not None and group.get("apply_decay", True):
-            group["weight_decay"] = weight_decay
-        if momentum is not None:
-            if "betas" in group:
-                group["betas"] = (momentum, group["betas"][1])
-            elif "momentum" in group:
-                group["momentum"] = momentum
-    if lr is not None and scheduler is not None and hasattr(scheduler, "_last_lr"):
-        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
-
-
-def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Exact pixel-grid symmetries per image: random quarter turns and/or a mirror.
-
-    Draws happen on `generator` (CPU), so a run is reproducible whatever the device.
-    """
-    if mode not in AUGMENTS:
-        raise ValueError(f"unknown augment {mode!r}: expected one of {AUGMENTS}")
-    if mode == "none":
-        return x
-    b = x.shape[0]
-    out = x
-    if mode in ("rot90", "rot90_flips"):
-        if x.shape[-1] != x.shape[-2]:
-            raise ValueError("rot90 augmentation needs square images")
-        turns = torch.randint(0, 4, (b,), generator=generator).to(x.device)
-        out = x.clone()
-        for k in (1, 2, 3):
-            sel = turns == k
-            out[sel] = torch.rot90(x[sel], k, dims=(-2, -1))
-    if mode in ("flips", "rot90_flips"):
-        flip = torch.rand((b,), generator=generator).to(x.device) < 0.5
-        out = torch.where(flip.view(-1, *([1] * (x.dim() - 1))), out.flip(-1), out)
-    return out
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def predict(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: Any = None
-) -> torch.Tensor:
-    """Raw outputs (N, out) as CPU float32, in eval mode (escnn filters expanded once)."""
-    device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()  # outside inference_mode: escnn caches its expanded filters here
-    outs = []
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(images), batch_size):
-                batch = images[i : i + batch_size].to(device, non_blocking=True)
-                outs.append(model(batch).float().cpu())
-    finally:
-        if was_training:
-            model.train()
-    if not outs:
-        return torch.empty(0, 0)
-    return torch.cat(outs)
-
-
-def evaluate(
-    model: nn.Module,
-    split: Any,
-    task: str,
-    batch_size: int = 256,
-    *,
-    classes: Sequence[str] | None = None,
-    device: Any = None,
-) -> dict[str, float]:
-    """Metrics on one split, keys without prefix: loss, acc, auc_micro, auc_macro,
-    auc_<class> (classification) or loss, mse, mae (regression)."""
-    out = predict(model, split.images, batch_size, device)
-    if task_kind(task) == "regression":
-        target = split.targets.float().cpu()
-        res = M.regression_metrics(out, target)
-        return {"loss": res["mse"], **res}
-    labels = split.labels.long().cpu()
-    loss = float(F.cross_entropy(out, labels).item()) if len(labels) else float("nan")
-    return {"loss": loss, **M.classification_metrics(out, labels, classes)}
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        "numpy": {
-            "key": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-         n["cached_gaussian"])
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def _model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict in train mode: escnn's cached eval filters are not part of the checkpoint."""
-    if not model.training:
-        model.train()
-    return model.state_dict()
-
-
-def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    model.train()  # same key set as when saved (escnn drops its cached filters in train mode)
-    model.load_state_dict(state)
-
-
-def save_checkpoint(
-    path: Path,
-    *,
-    cfg: RunConfig,
-    model_name: str,
-    kwargs: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    epoch: int,
-    global_step: int,
-    history: list[dict[str, float]],
-) -> Path:
-    """Write one checkpoint directory atomically (tmp dir, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(
-        {
-            "model": _model_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "global_step": global_step,
-            "history": history,
-            "rng": _rng_state(),
-        },
-        tmp / STATE_FILE,
-    )
-    (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_flat(), indent=1))
-    (tmp / MODEL_FILE).write_text(json.dumps({"name": model_name, "kwargs": kwargs}, indent=1))
-    (tmp / METRICS_FILE).write_text(json.dumps(history[-1] if history else {}, indent=1))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    return path
-
-
-def load_checkpoint(checkpoint_dir: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """state.pt contents plus "config" (flat dict) and "model" ({"name", "kwargs"})."""
-    d = Path(checkpoint_dir)
-    if not (d / STATE_FILE).is_file():
-        raise FileNotFoundError(f"no {STATE_FILE} in checkpoint directory {d}")
-    state = torch.load(d / STATE_FILE, map_location=map_location, weights_only=True)
-    state["config"] = json.loads((d / CONFIG_FILE).read_text())
-    state["model_spec"] = json.loads((d / MODEL_FILE).read_text())
-    return state
-
-
-def load_model(checkpoint_dir: str | Path, device: Any = "cpu") -> nn.Module:
-    """Rebuild the model of a checkpoint (no data needed), weights loaded, eval mode."""
-    import eqcvt
-
-    state = load_checkpoint(checkpoint_dir)
-    spec = state["model_spec"]
-    model = eqcvt.create_model(spec["name"], **spec["kwargs"]).to(device)
-    _load_model_state(model, state["model"])
-    return model.eval()
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def _open_data(cfg: RunConfig, device: torch.device) -> Any:
-    from .data.bundle import open_data
-
-    return open_data(cfg.data, device=str(device) if cfg.data.on_the_fly else "cpu")
+# ----------------------------------------------------------------------------- one epoch
 
 
 def _steps_per_epoch(cfg: RunConfig, bundle: Any) -> int:
@@ -478,23 +219,30 @@ def _train_epoch(
     return float(loss_sum.item()) / max(1, n_seen), n_seen, lr
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _is_better(value: float, best: float | None, mode: str) -> bool:
+def _is_better(value: float | None, best: float | None, mode: str) -> bool:
     if value is None or math.isnan(value):
         return False
     return best is None or (value > best if mode == "max" else value < best)
 
 
+def _best_of(history: list[dict[str, float]], metric: str, mode: str
+             ) -> tuple[int | None, float | None]:
+    """(epoch, value) of the best entry of `history` by `metric` (first one on ties)."""
+    best_epoch, best_value = None, None
+    for h in history:
+        if _is_better(h.get(metric), best_value, mode):
+            best_epoch, best_value = int(h["epoch"]), float(h[metric])
+    return best_epoch, best_value
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
 def fit(
     cfg: RunConfig,
+    data: Any,
     callbacks: Sequence[Callback] = (),
     *,
-    data: Any = None,
     resume_from: str | Path | None = None,
     run_until_stopped: bool = False,
     checkpoint_root: str | Path | None = None,
@@ -502,14 +250,19 @@ def fit(
     keep_best: tuple[str, str] | None = None,
     init_from: str | Path | None = None,
 ) -> FitResult:
-    """Train `cfg` epoch by epoch; see the module docstring and /work/notes/ENGINE_API.md.
+    """Train `cfg` on `data` epoch by epoch (see the module docstring).
 
+    data: the DataBundle, opened once by the caller (`pipeline.data.open.open_run_data`).
     resume_from: continue a checkpoint (all state), then apply cfg's optimiser values.
     run_until_stopped: ignore cfg.train.epochs as an end (PBT); a callback stops the run.
     keep_checkpoints: newest epoch dirs kept by this call (None = all); keep_best=(metric,
     "max"|"min") also keeps the best epoch's dir. init_from: load model weights only.
     """
+    import eqcvt
+
     tc = cfg.train
+    if data is None:
+        raise TypeError("fit needs its data: open it with pipeline.data.open.open_run_data(cfg)")
     if keep_checkpoints is not None and keep_checkpoints < 1:
         raise ValueError("keep_checkpoints must be >= 1 or None")
     if tc.num_threads:
@@ -518,9 +271,9 @@ def fit(
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    bundle = data if data is not None else _open_data(cfg, device)
+    bundle = data
     task = task_kind(bundle.task)
-    _seed_everything(tc.seed)
+    seed_everything(tc.seed)
     kwargs = model_kwargs(cfg, bundle)
     model = build_model(cfg, bundle).to(device)
     optimizer = build_optimizer(model, tc)
@@ -530,16 +283,16 @@ def fit(
     last_ckpt: Path | None = None
 
     if init_from is not None:
-        _load_model_state(model, load_checkpoint(init_from)["model"])
+        load_model_state(model, load_checkpoint(init_from)["model"])
     if resume_from is not None:
         state = load_checkpoint(resume_from)  # CPU; load_state_dict moves tensors over
-        _check_compatible(state, cfg, kwargs, resume_from)
-        _load_model_state(model, state["model"])
+        check_compatible(state, cfg.model.name, kwargs, tc.optimizer, resume_from)
+        load_model_state(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         epoch, global_step = int(state["epoch"]), int(state["global_step"])
         history = list(state["history"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         apply_optimizer_overrides(
             optimizer, scheduler, lr=tc.lr, weight_decay=tc.weight_decay, momentum=tc.momentum
         )
@@ -548,9 +301,10 @@ def fit(
     root = Path(checkpoint_root) if checkpoint_root else Path(tempfile.mkdtemp(prefix="eqcvt-fit-"))
     root.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    best_value, best_epoch, best_dir = None, None, None
+    best_value, best_dir = None, None
     stopped = False
     classes = tuple(bundle.classes)
+    train_time_total, seen_total = 0.0, 0
 
     while run_until_stopped or epoch < tc.epochs:
         epoch += 1
@@ -561,6 +315,8 @@ def fit(
         )
         global_step += steps
         train_time = time.perf_counter() - t0  # loss .item() above synchronised the device
+        train_time_total += train_time
+        seen_total += n_seen
         val = evaluate(model, bundle.val, task, tc.eval_batch_size, classes=classes,
                        device=device)
         model.train()
@@ -581,7 +337,7 @@ def fit(
         last_ckpt = ckpt
         if keep_best is not None and _is_better(metrics.get(keep_best[0]), best_value,
                                                 keep_best[1]):
-            best_value, best_epoch, best_dir = metrics[keep_best[0]], epoch, ckpt
+            best_value, best_dir = metrics[keep_best[0]], ckpt
         for cb in callbacks:
             try:
                 cb.on_epoch_end(epoch, dict(metrics), ckpt)
@@ -598,34 +354,26 @@ def fit(
             break
 
     model.eval()
+    select = keep_best or (("val_loss", "min") if task == "regression" else ("val_acc", "max"))
+    best_epoch, best_of_history = _best_of(history, *select)
+    last = dict(history[-1]) if history else {}
     return FitResult(
         model=model,
         history=history,
-        metrics=dict(history[-1]) if history else {},
+        metrics=last,
         epoch=epoch,
         checkpoint_dir=last_ckpt,
         stopped=stopped,
-        num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        num_params=eqcvt.count_params(model),
         task=task,
         data=bundle,
         best_epoch=best_epoch,
         best_checkpoint_dir=best_dir,
+        best_metric=select[0],
+        best_value=best_of_history,
+        final_val={k: v for k, v in last.items() if k.startswith("val_")},
+        train_time_s=train_time_total,
+        images_seen=seen_total,
+        images_per_s=seen_total / train_time_total if train_time_total > 0 else 0.0,
+        device=device_name(device),
     )
-
-
-def _check_compatible(
-    state: dict[str, Any], cfg: RunConfig, kwargs: dict[str, Any], path: str | Path
-) -> None:
-    """Weights only move between identical architectures and optimiser types."""
-    spec = state["model_spec"]
-    if spec["name"] != cfg.model.name or spec["kwargs"] != kwargs:
-        raise ValueError(
-            f"checkpoint {path} holds model {spec['name']} {spec['kwargs']}, but the config "
-            f"builds {cfg.model.name} {kwargs}; resume needs the same architecture"
-        )
-    saved_opt = state["config"].get("train.optimizer")
-    if saved_opt != cfg.train.optimizer:
-        raise ValueError(
-            f"checkpoint {path} was trained with optimizer {saved_opt!r}, config has "
-            f"{cfg.train.optimizer!r}"
-        )

@@ -48,7 +48,7 @@ def predict_registered(
     out: str | None = None,
 ) -> PredictResult:
     from .data.bundle import open_data
-    from .engine import task_kind
+    from .evaluation import task_kind
 
     model, name, version = T.load_registered(tracking_uri, spec)
     inner = T.unwrap_pyfunc(model)
@@ -82,7 +82,7 @@ def predict_registered(
 
 
 def _write_csv(path: str, outputs: np.ndarray, bundle: Any) -> None:
-    from .engine import task_kind
+    from .evaluation import task_kind
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:

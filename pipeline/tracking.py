@@ -540,13 +540,13 @@ def _param_str(value: Any) -> str:
 
 
 class EqcvtPyfunc(mlflow.pyfunc.PythonModel):
-    """A registered model: the engine checkpoint, rebuilt with `engine.load_model`.
+    """A registered model: the engine checkpoint, rebuilt with `checkpoints.load_model`.
 
     predict: float array (N, C, H, W) -> raw outputs (N, classes) logits or (N, targets).
     """
 
     def load_context(self, context: Any) -> None:
-        from pipeline.engine import load_model
+        from pipeline.checkpoints import load_model
 
         self.checkpoint_dir = context.artifacts["checkpoint"]
         self.model = load_model(self.checkpoint_dir)
@@ -556,7 +556,7 @@ class EqcvtPyfunc(mlflow.pyfunc.PythonModel):
         """np.ndarray in and out: MLflow then skips schema inference (and its warnings)."""
         import torch
 
-        from pipeline.engine import predict
+        from pipeline.evaluation import predict
 
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         return predict(self.model, x).numpy()

@@ -281,6 +281,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
     """One trial: flat (or HyperOpt-nested) config -> RunConfig -> engine.fit."""
     import torch
 
+    from .data.open import open_run_data
     from .engine import fit
 
     t_start = time.time()
@@ -301,7 +302,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
         "restored_from_epoch": 0.0,
         "data_from_object_store": float(data is not None),
     }
-    bundle = bundle_from_shared(data) if data is not None else None
+    bundle = bundle_from_shared(data) if data is not None else open_run_data(cfg)
     resume_dir = None
     _sweep_stale_workdirs()
     work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{owner_token()}-{trial_id}-"))
@@ -319,8 +320,8 @@ def train_trial(config: dict[str, Any], data: Any = None,
         info["setup_s"] = time.time() - t_start
         fit(
             cfg,
+            bundle,
             [_TuneReporter(trial_id, info)],
-            data=bundle,
             resume_from=resume_dir,
             run_until_stopped=options.pbt,
             checkpoint_root=work / "ckpt",

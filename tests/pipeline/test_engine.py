@@ -12,9 +12,10 @@ import torch
 import torch.nn as nn
 
 import eqcvt
-from pipeline import engine
+from pipeline import checkpoints, engine
 from pipeline.config import RunConfig
 from pipeline.data.bundle import DataBundle, Split
+from pipeline.evaluation import predict
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +90,7 @@ class Recorder:
         self.calls, self.stop_at, self.attr, self.should_stop = [], stop_at, attr, False
 
     def on_epoch_end(self, epoch, metrics, checkpoint_dir):
-        assert (Path(checkpoint_dir) / engine.STATE_FILE).is_file()
+        assert (Path(checkpoint_dir) / checkpoints.STATE_FILE).is_file()
         self.calls.append((epoch, metrics, Path(checkpoint_dir)))
         if self.stop_at is not None and epoch >= self.stop_at:
             if self.attr:
@@ -104,7 +105,7 @@ def weights(model):
 
 def test_fit_two_epochs_metrics_and_checkpoint_layout(tmp_path):
     rec = Recorder()
-    res = engine.fit(cfg_of(), [rec], data=make_bundle(), checkpoint_root=tmp_path)
+    res = engine.fit(cfg_of(), make_bundle(), [rec], checkpoint_root=tmp_path)
     assert res.epoch == 2 and len(res.history) == 2 and not res.stopped
     assert [c[0] for c in rec.calls] == [1, 2]
     m = res.metrics
@@ -116,21 +117,22 @@ def test_fit_two_epochs_metrics_and_checkpoint_layout(tmp_path):
     ckpt = res.checkpoint_dir
     assert ckpt == tmp_path / "epoch_0002" and rec.calls[-1][2] == ckpt
     assert {p.name for p in ckpt.iterdir()} == {
-        engine.STATE_FILE, engine.CONFIG_FILE, engine.MODEL_FILE, engine.METRICS_FILE}
-    assert json.loads((ckpt / engine.CONFIG_FILE).read_text()) == cfg_of().to_flat()
-    spec = json.loads((ckpt / engine.MODEL_FILE).read_text())
+        checkpoints.STATE_FILE, checkpoints.CONFIG_FILE, checkpoints.MODEL_FILE,
+        checkpoints.METRICS_FILE}
+    assert json.loads((ckpt / checkpoints.CONFIG_FILE).read_text()) == cfg_of().to_flat()
+    spec = json.loads((ckpt / checkpoints.MODEL_FILE).read_text())
     assert spec == {"name": TINY, "kwargs": {"in_channels": 1, "img_size": SIZE, "classes": 2,
                                              "targets": 0}}
-    assert json.loads((ckpt / engine.METRICS_FILE).read_text()) == pytest.approx(m)
-    state = engine.load_checkpoint(ckpt)
+    assert json.loads((ckpt / checkpoints.METRICS_FILE).read_text()) == pytest.approx(m)
+    state = checkpoints.load_checkpoint(ckpt)
     assert state["epoch"] == 2 and state["global_step"] == 8
     assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
     assert not (tmp_path / "epoch_0001").exists()  # keep_checkpoints=1
     assert not res.model.training
     # load_model rebuilds the network from model.json alone
-    loaded = engine.load_model(ckpt)
+    loaded = checkpoints.load_model(ckpt)
     x = make_split(4).images
-    assert torch.equal(engine.predict(loaded, x), engine.predict(res.model, x))
+    assert torch.equal(predict(loaded, x), predict(res.model, x))
 
 
 def test_learns_something():
@@ -218,38 +220,11 @@ def test_on_the_fly_stream_steps():
     assert calls == [(0, 8), (1, 8)]
 
 
-def test_augment_ops_are_exact_grid_symmetries():
-    x = torch.randn(64, 2, 5, 5)
-    g = torch.Generator().manual_seed(0)
-    assert engine.augment_batch(x, "none", g) is x
-    rot = engine.augment_batch(x, "rot90", g)
-    seen = set()
-    for xi, yi in zip(x, rot, strict=True):
-        ks = [k for k in range(4) if torch.equal(torch.rot90(xi, k, (-2, -1)), yi)]
-        assert len(ks) == 1
-        seen.add(ks[0])
-    assert seen == {0, 1, 2, 3}
-    flips = engine.augment_batch(x, "flips", g)
-    assert all(torch.equal(yi, xi) or torch.equal(yi, xi.flip(-1))
-               for xi, yi in zip(x, flips, strict=True))
-    assert any(not torch.equal(yi, xi) for xi, yi in zip(x, flips, strict=True))
-    both = engine.augment_batch(x, "rot90_flips", g)
-    d4 = set()
-    for xi, yi in zip(x, both, strict=True):
-        hits = [(k, f) for k in range(4) for f in (False, True)
-                if torch.equal(torch.rot90(xi.flip(-1) if f else xi, k, (-2, -1)), yi)]
-        assert len(hits) == 1
-        d4.add(hits[0])
-    assert len(d4) >= 6  # most of the 8 dihedral elements appear in 64 draws
-    with pytest.raises(ValueError, match="augment"):
-        engine.augment_batch(x, "rot45", g)
-
-
 @pytest.mark.parametrize("attr", [False, True])
 def test_callbacks_stop_training(attr):
     rec = Recorder(stop_at=1, attr=attr)
     other = Recorder()
-    res = engine.fit(cfg_of(**{"train.epochs": 5}), [rec, other], data=make_bundle())
+    res = engine.fit(cfg_of(**{"train.epochs": 5}), make_bundle(), [rec, other])
     assert res.stopped and res.epoch == 1
     assert len(other.calls) == 1  # every callback sees the last epoch
 
@@ -263,7 +238,7 @@ def test_run_until_stopped_ignores_the_checkpoint_epoch_count(tmp_path):
     assert again.epoch == 2 and len(again.history) == 2
     # a PBT trial keeps going until a callback (Tune) stops it
     rec = Recorder(stop_at=5)
-    pbt = engine.fit(cfg, [rec], data=data, resume_from=first.checkpoint_dir,
+    pbt = engine.fit(cfg, data, [rec], resume_from=first.checkpoint_dir,
                      run_until_stopped=True)
     assert [c[0] for c in rec.calls] == [3, 4, 5] and pbt.epoch == 5 and pbt.stopped
 
@@ -278,35 +253,16 @@ def test_resume_applies_mutated_optimizer_values(tmp_path):
     class Spy:
         def on_epoch_end(self, epoch, metrics, checkpoint_dir):
             seen.append(metrics["lr"])
-            state = engine.load_checkpoint(checkpoint_dir)
+            state = checkpoints.load_checkpoint(checkpoint_dir)
             groups = state["optimizer"]["param_groups"]
             assert {g["weight_decay"] for g in groups if g["apply_decay"]} == {0.3}
             assert {g["weight_decay"] for g in groups if not g["apply_decay"]} == {0.0}
             assert {g["betas"][0] for g in groups} == {0.8}
             raise engine.StopTraining
 
-    engine.fit(mutated, [Spy()], data=make_bundle(), resume_from=first.checkpoint_dir,
+    engine.fit(mutated, make_bundle(), [Spy()], resume_from=first.checkpoint_dir,
                run_until_stopped=True)
     assert seen == [pytest.approx(2e-3)]
-
-
-def test_apply_optimizer_overrides_keeps_the_schedule_factor():
-    model = _TinyNet()
-    cfg = cfg_of(**{"train.optimizer": "sgd", "train.epochs": 4})
-    opt = engine.build_optimizer(model, cfg.train)
-    sched = engine.build_scheduler(opt, cfg.train, steps_per_epoch=2)
-    for _ in range(3):
-        opt.step()
-        sched.step()
-    factor = engine.lr_factor(3, cfg.train, 2)
-    assert opt.param_groups[0]["lr"] == pytest.approx(1e-2 * factor)
-    engine.apply_optimizer_overrides(opt, sched, lr=1.0, weight_decay=0.5, momentum=0.5)
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([factor, factor])
-    assert [g["momentum"] for g in opt.param_groups] == [0.5, 0.5]
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]  # biases/norms: none
-    opt.step()
-    sched.step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(engine.lr_factor(4, cfg.train, 2))
 
 
 def test_resume_refuses_another_architecture(tmp_path):
@@ -332,12 +288,36 @@ def test_keep_best_and_keep_all(tmp_path):
     assert len(list((tmp_path / "all").iterdir())) == 3
 
 
-def test_evaluate_on_a_split():
-    model = _TinyNet(classes=3).eval()
-    split = make_split(12, classes=3)
-    out = engine.evaluate(model, split, "multiclass", 5, classes=("a", "b", "c"))
-    assert set(out) == {"loss", "acc", "auc_micro", "auc_macro", "auc_a", "auc_b", "auc_c"}
-    assert not model.training
-    reg = engine.evaluate(_TinyNet(targets=1), make_split(6, regression=True), "regression")
-    assert set(reg) == {"loss", "mse", "mae"}
-    assert engine.predict(model, split.images, 5).shape == (12, 3)
+def test_fit_needs_its_data():
+    with pytest.raises(TypeError, match="open_run_data"):
+        engine.fit(cfg_of(), None)
+
+
+def test_fit_result_carries_benchmark_figures():
+    """Timing, throughput, device, best epoch and final validation metrics of one fit."""
+    res = engine.fit(cfg_of(**{"train.epochs": 3}), make_bundle(n_train=32))
+    assert res.device == "cpu"
+    assert res.images_seen == 3 * 32
+    assert 0 < res.train_time_s < sum(h["epoch_time_s"] for h in res.history)  # no eval time
+    assert res.images_per_s == pytest.approx(res.images_seen / res.train_time_s)
+    assert res.best_metric == "val_acc"
+    best = max(res.history, key=lambda h: h["val_acc"])  # first maximum wins ties
+    assert res.best_epoch == int(best["epoch"]) and res.best_value == best["val_acc"]
+    assert res.final_val == {k: v for k, v in res.history[-1].items() if k.startswith("val_")}
+    assert {"val_loss", "val_acc", "val_auc_micro"} <= set(res.final_val)
+    assert res.num_params == eqcvt.count_params(res.model) > 0
+    reg = engine.fit(cfg_of(**{"train.epochs": 2}), make_bundle("regression"))
+    assert reg.best_metric == "val_loss"
+    assert reg.best_value == min(h["val_loss"] for h in reg.history)
+
+
+def test_adam_with_continuous_rotations_trains():
+    """The published recipe's settings: Adam (L2 weight decay), constant lr, rotations."""
+    cfg = cfg_of(**{"train.optimizer": "adam", "train.lr": 1e-3, "train.weight_decay": 1e-7,
+                    "train.scheduler": "constant", "train.augment": "rotate",
+                    "train.epochs": 1, "train.steps_per_epoch": 2})
+    res = engine.fit(cfg, make_bundle())
+    assert res.epoch == 1 and math.isfinite(res.metrics["train_loss"])
+    assert res.metrics["lr"] == pytest.approx(1e-3)
+    again = engine.fit(cfg, make_bundle())  # rotations come from the engine's generator
+    assert again.history[0]["train_loss"] == res.history[0]["train_loss"]

@@ -68,7 +68,8 @@ def test_final_registers_a_model_that_predicts(finished_search):
     assert len(rows) == 17 and rows[0].startswith("index,predicted")
 
     # the registered model is exactly the final run's checkpoint
-    from pipeline.engine import load_model, predict
+    from pipeline.checkpoints import load_model
+    from pipeline.evaluation import predict
 
     model, _, _ = T.load_registered(fs["uri"], "eqcvt-tiny/1")
     ckpt = tracker.download(winner["run_id"], "checkpoint", work / "dl")

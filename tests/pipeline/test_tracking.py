@@ -108,9 +108,11 @@ def test_registered_model_loads_back_and_predicts(tmp_path):
     import numpy as np
     import torch
 
+    from pipeline.checkpoints import load_model
     from pipeline.config import RunConfig
     from pipeline.data.bundle import DataBundle, Split
-    from pipeline.engine import fit, load_model, predict
+    from pipeline.engine import fit
+    from pipeline.evaluation import predict
 
     g = torch.Generator().manual_seed(0)
 
