@@ -78,12 +78,15 @@ def open_data(cfg: Any, device: str | torch.device = "cpu") -> DataBundle:
 
 
 # -- simulated ----------------------------------------------------------------------------
+LENS_KNOBS = ("randomize_einstein_radius", "mass_conserving", "randomize_orientation")
+
+
 def _sim_preset(cfg: Any) -> Any:
+    """The named preset with the config's lens knobs applied (None keeps the preset's)."""
     from pipeline.data.simulate import get_preset
 
-    return get_preset(
-        _get(cfg, "preset"), randomize_orientation=bool(_get(cfg, "randomize_orientation"))
-    )
+    knobs = {k: bool(v) for k in LENS_KNOBS if (v := _get(cfg, k)) is not None}
+    return get_preset(_get(cfg, "preset"), **knobs)
 
 
 def _simulate(
