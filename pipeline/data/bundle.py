@@ -2,7 +2,7 @@
 
 Two sources: "simulate" makes every split with the torch simulator on `device` (nothing is
 cached on disk; train/val/test use separate seed streams, so no image is in two splits), and
-"shards" loads a Parquet dataset folder written by `pipeline.data.shards`. With
+"shards" loads a Parquet dataset folder written by `pipeline.data.shard_writer`. With
 ``on_the_fly=True`` the bundle has no fixed train split but a `stream(step, batch_size)` that
 simulates each training batch on the device, deterministic in (step, batch_size).
 """
@@ -189,7 +189,7 @@ def _jsonable(obj: Any) -> Any:
 
 # -- shards -------------------------------------------------------------------------------
 def _open_shards(cfg: Any, device: torch.device) -> DataBundle:
-    from pipeline.data.shards import load_shards
+    from pipeline.data.shard_reader import load_shards
 
     path, task, size = _get(cfg, "path"), cfg.task, int(_get(cfg, "img_size"))
     if not path:

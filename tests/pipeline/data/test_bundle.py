@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.data.bundle import DataBundle, Split, center_crop, open_data
-from pipeline.data.shards import write_shards
+from pipeline.data.shard_writer import write_shards
 from pipeline.data.splits import assign_splits
 
 CLASSES = ("axion", "cdm", "no_sub")
