@@ -46,16 +46,13 @@ def _as_numpy(x: Any, dtype: Any) -> np.ndarray:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    """Make a rename inside `path` durable; a best effort where directories cannot be synced."""
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class ShardWriter:
@@ -79,14 +76,9 @@ class ShardWriter:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.out_dir = Path(out_dir).absolute()
-        if (
-            self.out_dir.exists()
-            and not overwrite
-            and (not self.out_dir.is_dir() or any(self.out_dir.iterdir()))
-        ):
-            raise FileExistsError(
-                f"{self.out_dir} already exists; pass overwrite=True to replace it"
-            )
+        out = self.out_dir
+        if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it")
         if not classes or len(set(classes)) != len(classes):
             raise ValueError(f"classes must be non-empty and unique, got {tuple(classes)}")
         self.classes = tuple(str(c) for c in classes)
