@@ -58,7 +58,7 @@ def _write(
     out: Path, batches: list[Any], rows: int, task: str, classes: tuple[str, ...]
 ) -> dict[str, Any]:
     """Write `rows` images, cycling through the simulated batches (read speed ignores content)."""
-    from pipeline.data.shards import ShardWriter
+    from pipeline.data.shard_writer import ShardWriter
 
     with ShardWriter(out, classes=classes, task=task, seed=0, source={"kind": "bench"}) as w:
         done = 0
@@ -79,7 +79,7 @@ def _write(
 
 
 def _read_rates(path: Path, n: int, repeats: int) -> dict[str, float]:
-    from pipeline.data.shards import load_shards
+    from pipeline.data.shard_reader import load_shards
 
     out: dict[str, float] = {}
     for verify in (True, False):

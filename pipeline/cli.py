@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = pred.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR")
     src.add_argument("--simulate", metavar="PRESET")
-    pred.add_argument("--split", default="test", choices=("train", "val", "test"))
+    pred.add_argument("--split", default=None, choices=("train", "val", "test"),
+                      help="predict only this split (default: every image of --data; "
+                      "the test split of --simulate)")
     pred.add_argument("--n", type=int, default=None, help="images to predict (simulate)")
     pred.add_argument("--out", default=None, help="write predictions as CSV")
     pred.add_argument("--tracking-uri", default=None)

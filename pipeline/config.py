@@ -135,6 +135,11 @@ class DataConfig:
 
     n_* count images per split in total (simulate). `on_the_fly` streams train batches from the
     simulator on the training device, val/test stay fixed. `img_size` 0 = the preset's size.
+    The lens knobs override the simulator preset (None = the preset's value): the presets
+    model_i/ii/iii draw the lens mass per image (randomize_einstein_radius), take the
+    substructure mass out of the main lens (mass_conserving) and turn the lens, shear and
+    source axes at random (randomize_orientation), so the ring size does not give the class
+    away; model_i/ii/iii_deeplense keep the DeepLense lens (all three off).
     """
 
     source: str = "simulate"
@@ -147,7 +152,9 @@ class DataConfig:
     seed: int = 0
     on_the_fly: bool = False
     img_size: int = 0
-    randomize_orientation: bool = True
+    randomize_einstein_radius: bool | None = None
+    mass_conserving: bool | None = None
+    randomize_orientation: bool | None = None
 
     def __post_init__(self) -> None:
         _check_in(self, "source", DATA_SOURCES)

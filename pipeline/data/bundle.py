@@ -2,7 +2,7 @@
 
 Two sources: "simulate" makes every split with the torch simulator on `device` (nothing is
 cached on disk; train/val/test use separate seed streams, so no image is in two splits), and
-"shards" loads a Parquet dataset folder written by `pipeline.data.shards`. With
+"shards" loads a Parquet dataset folder written by `pipeline.data.shard_writer`. With
 ``on_the_fly=True`` the bundle has no fixed train split but a `stream(step, batch_size)` that
 simulates each training batch on the device, deterministic in (step, batch_size).
 """
@@ -78,12 +78,15 @@ def open_data(cfg: Any, device: str | torch.device = "cpu") -> DataBundle:
 
 
 # -- simulated ----------------------------------------------------------------------------
+LENS_KNOBS = ("randomize_einstein_radius", "mass_conserving", "randomize_orientation")
+
+
 def _sim_preset(cfg: Any) -> Any:
+    """The named preset with the config's lens knobs applied (None keeps the preset's)."""
     from pipeline.data.simulate import get_preset
 
-    return get_preset(
-        _get(cfg, "preset"), randomize_orientation=bool(_get(cfg, "randomize_orientation"))
-    )
+    knobs = {k: bool(v) for k in LENS_KNOBS if (v := _get(cfg, k)) is not None}
+    return get_preset(_get(cfg, "preset"), **knobs)
 
 
 def _simulate(
@@ -186,7 +189,7 @@ def _jsonable(obj: Any) -> Any:
 
 # -- shards -------------------------------------------------------------------------------
 def _open_shards(cfg: Any, device: torch.device) -> DataBundle:
-    from pipeline.data.shards import load_shards
+    from pipeline.data.shard_reader import load_shards
 
     path, task, size = _get(cfg, "path"), cfg.task, int(_get(cfg, "img_size"))
     if not path:

@@ -71,7 +71,7 @@ def _preset_params(preset: Any) -> dict[str, Any]:
 def cmd_generate(args: argparse.Namespace, console: Console) -> None:
     import torch
 
-    from pipeline.data.shards import ShardWriter
+    from pipeline.data.shard_writer import ShardWriter
     from pipeline.data.simulate import TASK_CLASSES, get_preset, simulate
 
     fractions = parse_fractions(args.split)
@@ -185,7 +185,8 @@ def _print_info(manifest: dict[str, Any], console: Console) -> None:
 
 
 def cmd_info(args: argparse.Namespace, console: Console) -> None:
-    from pipeline.data.shards import read_manifest, verify_shards
+    from pipeline.data.shard_reader import verify_shards
+    from pipeline.data.shards import read_manifest
 
     manifest = verify_shards(args.dir) if args.verify else read_manifest(args.dir)
     if args.json:
@@ -200,7 +201,7 @@ def cmd_info(args: argparse.Namespace, console: Console) -> None:
 def cmd_preview(args: argparse.Namespace, console: Console) -> None:
     from matplotlib.figure import Figure
 
-    from pipeline.data.shards import load_shards
+    from pipeline.data.shard_reader import load_shards
 
     if args.per_class <= 0:
         raise ValueError(f"--per-class must be > 0, got {args.per_class}")
@@ -243,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     fr = ",".join(f"{f:g}" for f in DEFAULT_FRACTIONS)
 
     g = sub.add_parser("generate", help="simulate a dataset into Parquet shards")
-    g.add_argument("--preset", default="model_ii", help="simulator preset (model_i/ii/iii)")
+    g.add_argument(
+        "--preset", default="model_ii",
+        help="simulator preset: model_i/ii/iii, or model_i/ii/iii_deeplense for the original "
+        "DeepLense lens (fixed Einstein radius, substructure mass on top, fixed axes)",
+    )
     g.add_argument("--task", default="multiclass", help="binary | multiclass | regression")
     g.add_argument("--n-per-class", type=int, required=True, help="images per class, all splits")
     g.add_argument("--seed", type=int, default=0)

@@ -325,7 +325,7 @@ def import_deeplense(
     and fixed by `seed`; the shard column ``index`` is a file's position in its tree's sorted
     file list and ``source_file`` its path. `progress(done, total)` is called per chunk.
     """
-    from pipeline.data.shards import ShardWriter
+    from pipeline.data.shard_writer import ShardWriter
     from pipeline.data.splits import SPLITS, assign_splits, parse_fractions
 
     fr = parse_fractions(fractions)

@@ -2,7 +2,10 @@
 
 model_i, model_ii and model_iii follow the public DeepLense recipes (see SCIENCE.md) without
 their defects: Einstein radii from angular-diameter distances, Model II noise actually added,
-Model III with lenstronomy's HST (WFC3 F160W) settings. Angles in arcsec, masses in M_sun.
+Model III with lenstronomy's HST (WFC3 F160W) settings, and without the ring-size shortcut
+(lens mass drawn per image, substructure mass taken out of the main lens, random axes).
+model_i_deeplense, model_ii_deeplense and model_iii_deeplense keep the original lens
+(`DEEPLENSE_LENS`). Angles in arcsec, masses in M_sun.
 """
 
 from __future__ import annotations
@@ -36,10 +39,17 @@ class SimPreset:
     om0: float = 0.3
     z_lens: float = 0.5
     z_source: float = 1.0
-    # -- main lens: SIE with the Einstein radius of a point mass of main_lens_mass
-    main_lens_mass: float = 1e12
-    randomize_einstein_radius: bool = False
+    # -- main lens: SIE with the Einstein radius of a point mass of main_lens_mass.
+    # The DeepLense recipe fixes that mass and adds the substructure on top, so the ring of
+    # an image with substructure is larger and its size alone gives the class away (see
+    # README, "Data"). Here by default the lens mass is drawn per image and the substructure
+    # mass is taken out of the main lens; the *_deeplense presets keep the original lens.
+    main_lens_mass: float = 1e12  # total lens mass when not randomised
+    randomize_einstein_radius: bool = True  # total lens mass 10^U(log10 range) per image
     log10_main_lens_mass_range: tuple[float, float] = (11.8, 12.2)  # when randomised
+    # True: main lens mass = total - substructure mass (the class does not change the total);
+    # False: substructure added on top of the main lens (DeepLense).
+    mass_conserving: bool = True
     lens_e1: float = 0.1
     lens_e2: float = 0.0
     shear_gamma1: float = 0.05
@@ -196,6 +206,25 @@ def _geometry(h0: float, om0: float, z_lens: float, z_source: float) -> LensingG
 
 PRESETS: dict[str, SimPreset] = {p.name: p for p in (_model_i(), _model_ii(), _model_iii())}
 
+# The DeepLense-faithful lens: one fixed Einstein radius, substructure mass added on top of
+# the main lens, fixed lens/shear/source axes. It keeps the ring-size shortcut of the original
+# data (README, "Data"); use it to reproduce or to test on the original setting.
+DEEPLENSE_LENS: dict[str, Any] = {
+    "randomize_einstein_radius": False,
+    "mass_conserving": False,
+    "randomize_orientation": False,
+}
+DEEPLENSE_SUFFIX = "_deeplense"
+VARIANTS: dict[str, SimPreset] = {
+    name + DEEPLENSE_SUFFIX: dataclasses.replace(p, name=name + DEEPLENSE_SUFFIX, **DEEPLENSE_LENS)
+    for name, p in PRESETS.items()
+}
+
+
+def preset_names() -> list[str]:
+    """Every name `get_preset` accepts: the presets and their DeepLense-faithful variants."""
+    return sorted({**PRESETS, **VARIANTS})
+
 
 def _coerce(field: dataclasses.Field, value: Any) -> Any:
     """Lists (from YAML/CLI) become tuples, so that presets stay hashable."""
@@ -206,8 +235,9 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
 
 def get_preset(name: str, **overrides: Any) -> SimPreset:
     """A preset by name, with fields replaced by `overrides` (unknown names are errors)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown simulator preset {name!r}; choose one of {sorted(PRESETS)}")
+    base = PRESETS.get(name) or VARIANTS.get(name)
+    if base is None:
+        raise KeyError(f"unknown simulator preset {name!r}; choose one of {preset_names()}")
     fields = {f.name: f for f in dataclasses.fields(SimPreset)}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
@@ -215,4 +245,4 @@ def get_preset(name: str, **overrides: Any) -> SimPreset:
             f"unknown SimPreset field(s) {unknown} for preset {name!r}; valid: {sorted(fields)}"
         )
     values = {k: _coerce(fields[k], v) for k, v in overrides.items()}
-    return dataclasses.replace(PRESETS[name], **values)
+    return dataclasses.replace(base, **values)

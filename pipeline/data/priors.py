@@ -117,9 +117,9 @@ def draw_params(preset: SimPreset, kinds: Tensor, index: Tensor, seed: int) -> S
     g1, g2 = _rotated(preset.shear_gamma1, preset.shear_gamma2, u[:, 1] if rand else None)
     src_e1, src_e2 = _rotated(preset.source_e1, preset.source_e2, u[:, 2] if rand else None)
     if preset.randomize_einstein_radius:
-        main_mass = 10.0 ** _span(u[:, 3], *preset.log10_main_lens_mass_range)
+        lens_mass = 10.0 ** _span(u[:, 3], *preset.log10_main_lens_mass_range)
     else:
-        main_mass = preset.main_lens_mass * ones
+        lens_mass = preset.main_lens_mass * ones
     src_x = _span(u[:, 4], *preset.source_center_range)
     src_y = _span(u[:, 5], *preset.source_center_range)
     if preset.log10_exposure_range is not None:
@@ -156,6 +156,13 @@ def draw_params(preset: SimPreset, kinds: Tensor, index: Tensor, seed: int) -> S
     half_length = preset.vortex_length_scale / 10.0**log10_m_a
     nan = torch.full_like(log10_m_a, float("nan"))
     sub_total = torch.where(is_axion, preset.vortex_mass * ones, masses.sum(1))
+    # mass-conserving: the substructure is part of the lens mass, not added on top of it
+    main_mass = lens_mass - sub_total if preset.mass_conserving else lens_mass
+    if not bool((main_mass > 0).all()):
+        raise ValueError(
+            f"preset {preset.name!r}: substructure mass exceeds the lens mass; "
+            "raise main_lens_mass or lower the substructure masses"
+        )
 
     return SimParams(
         index=index,

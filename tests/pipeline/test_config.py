@@ -106,7 +106,8 @@ def test_data_config_matches_the_contract():
     expected = {
         "source": "simulate", "path": "", "preset": "model_ii", "task": "binary",
         "n_train": 256, "n_val": 128, "n_test": 128, "seed": 0, "on_the_fly": False,
-        "img_size": 0, "randomize_orientation": True,
+        "img_size": 0, "randomize_einstein_radius": None, "mass_conserving": None,
+        "randomize_orientation": None,
     }
     assert dataclasses.asdict(DataConfig()) == expected
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.data.bundle import DataBundle, Split, center_crop, open_data
-from pipeline.data.shards import write_shards
+from pipeline.data.shard_writer import write_shards
 from pipeline.data.splits import assign_splits
 
 CLASSES = ("axion", "cdm", "no_sub")
@@ -29,7 +29,9 @@ def cfg(**kw):
         seed=0,
         on_the_fly=False,
         img_size=0,
-        randomize_orientation=True,
+        randomize_einstein_radius=None,
+        mass_conserving=None,
+        randomize_orientation=None,
     )
     base.update(kw)
     return SimpleNamespace(**base)
@@ -193,3 +195,22 @@ def test_simulated_with_pipeline_data_config(simulate_mod):
     assert len(b.train) == 3 and len(b.test) == 0 and b.num_outputs == 3
     with pytest.raises(ValueError, match="n_train must be > 0"):
         open_data(_small(n_train=0))
+
+
+def test_simulated_lens_knobs_reach_the_preset(simulate_mod):
+    """data.preset names the lens (default: no ring-size shortcut); data.* knobs override it."""
+    config = pytest.importorskip("pipeline.config")
+    params = open_data(config.DataConfig(n_train=2, n_val=2, n_test=0)).manifest["preset_params"]
+    assert params["randomize_einstein_radius"] and params["mass_conserving"]
+    assert params["randomize_orientation"]
+    faithful = open_data(_small(preset="model_ii_deeplense")).manifest["preset_params"]
+    assert faithful["name"] == "model_ii_deeplense"
+    assert not any(faithful[k] for k in ("randomize_einstein_radius", "mass_conserving",
+                                         "randomize_orientation"))
+    flat = config.RunConfig.from_flat({
+        "data.n_train": 2, "data.n_val": 2, "data.n_test": 0, "data.mass_conserving": False,
+        "data.randomize_einstein_radius": False, "data.randomize_orientation": False,
+    })
+    mixed = open_data(flat.data).manifest["preset_params"]
+    assert mixed["name"] == "model_ii" and not mixed["mass_conserving"]
+    assert not mixed["randomize_einstein_radius"] and not mixed["randomize_orientation"]

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline.data.cli import main
-from pipeline.data.shards import load_shards, read_manifest
+from pipeline.data.shard_reader import load_shards
+from pipeline.data.shards import read_manifest
 from tests.pipeline.data._fakes import make_model_tree
 
 REPO = Path(__file__).resolve().parents[3]

@@ -17,7 +17,7 @@ from pipeline.data.deeplense import (
     read_deeplense,
     scan_tree,
 )
-from pipeline.data.shards import load_columns, load_shards
+from pipeline.data.shard_reader import load_columns, load_shards
 from tests.pipeline.data._fakes import (
     CLASSES,
     lens_image,

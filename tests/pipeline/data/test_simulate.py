@@ -80,11 +80,16 @@ def test_simulate_multiclass_batch(name):
     m_a = b.targets["log10_m_a"]
     assert torch.isnan(m_a[b.labels != 0]).all()
     assert ((m_a[b.labels == 0] >= -24) & (m_a[b.labels == 0] <= -22)).all()
-    theta_e = b.targets["einstein_radius"]
-    assert torch.allclose(theta_e, torch.full((6,), 1.6645), atol=1e-3)
+    theta_e = b.targets["einstein_radius"]  # lens mass 10^U(11.8, 12.2) minus substructure
+    assert ((theta_e > 1.30) & (theta_e < 2.10)).all() and theta_e.std() > 0.01
     frac = b.targets["sub_mass_fraction"]
-    assert torch.allclose(frac[b.labels == 0], torch.full((2,), 0.03))  # 3e10 / 1e12
+    assert ((frac[b.labels == 0] > 0.018) & (frac[b.labels == 0] < 0.05)).all()  # 3e10 / M
     assert (frac[b.labels == 2] == 0).all() and (frac[b.labels == 1] > 0).all()
+    faithful = simulate(get_preset(name + "_deeplense", **SMALL[name]), "multiclass", 3, 6, 5)
+    theta_e = faithful.targets["einstein_radius"]
+    assert torch.allclose(theta_e, torch.full((6,), 1.6645), atol=1e-3)
+    frac = faithful.targets["sub_mass_fraction"]
+    assert torch.allclose(frac[faithful.labels == 0], torch.full((2,), 0.03))  # 3e10 / 1e12
     assert b.params["index"].tolist() == list(range(3, 9))
     assert b.params["n_subhalos"].tolist() == [0, 25, 0, 0, 25, 0]
     assert all(v.shape == (6,) for v in b.params.values())
@@ -167,10 +172,46 @@ def test_randomize_orientation_flag():
 
 
 def test_randomize_einstein_radius():
-    pre = get_preset("model_ii", randomize_einstein_radius=True)
+    pre = get_preset("model_ii", mass_conserving=False)
+    assert pre.randomize_einstein_radius  # the default lens
     p, _ = make_params(pre, "binary", 0, 200, 0)
     lo, hi = (pre.geometry.einstein_radius(10.0**m) for m in pre.log10_main_lens_mass_range)
     assert lo <= p.theta_e.min() and p.theta_e.max() <= hi and p.theta_e.std() > 0.05
+    fixed, _ = make_params(get_preset("model_ii_deeplense"), "binary", 0, 20, 0)
+    assert torch.all(fixed.theta_e == fixed.theta_e[0])
+
+
+@pytest.mark.parametrize("randomize", [True, False])
+def test_mass_conserving_lens_mass_does_not_depend_on_the_class(randomize):
+    """The same image index drawn as no_sub, cdm and axion has the same total lens mass."""
+    n, idx = 64, torch.arange(64)
+    for conserving in (True, False):
+        pre = get_preset("model_ii", randomize_einstein_radius=randomize,
+                         mass_conserving=conserving)
+        p = [draw_params(pre, torch.full((n,), k), idx, 3) for k in range(3)]
+        total = [q.main_lens_mass + q.sub_mass_total for q in p]
+        assert (p[1].sub_mass_total > 0).all() and (p[2].sub_mass_total == 3e10).all()
+        if conserving:
+            for t in total[1:]:
+                torch.testing.assert_close(t, total[0], rtol=1e-12, atol=0)
+            assert (p[1].main_lens_mass < p[0].main_lens_mass).all()
+        else:  # DeepLense: the substructure comes on top of one main lens
+            torch.testing.assert_close(p[1].main_lens_mass, p[0].main_lens_mass)
+            assert (total[1] > total[0]).all() and (total[2] > total[0]).all()
+    assert get_preset("model_ii_deeplense").mass_conserving is False
+
+
+def test_deeplense_variants_and_names():
+    from pipeline.data.presets import DEEPLENSE_LENS, preset_names
+
+    assert preset_names() == sorted([*PRESETS, *(f"{k}_deeplense" for k in PRESETS)])
+    for name, base in PRESETS.items():
+        faithful = get_preset(f"{name}_deeplense")
+        assert all(getattr(faithful, k) == v for k, v in DEEPLENSE_LENS.items())
+        assert dataclasses.replace(faithful, name=name, **{k: getattr(base, k)
+                                                           for k in DEEPLENSE_LENS}) == base
+    with pytest.raises(KeyError, match="model_ii_deeplense"):
+        get_preset("model_iv")
 
 
 def test_subhalo_priors_follow_the_recipe():
@@ -187,7 +228,7 @@ def test_subhalo_priors_follow_the_recipe():
     assert r.min() >= 0.25 and r.max() <= 2.0 and abs(r.mean().item() - 1.125) < 0.02
     assert torch.allclose(p.sub_theta_e, pre.geometry.einstein_radius(p.sub_mass))
     frac = p.sub_mass_fraction
-    assert torch.allclose(frac, p.sub_mass.sum(1) / 1e12)
+    assert torch.allclose(frac, p.sub_mass.sum(1) / p.main_lens_mass)
 
 
 def test_axion_length_and_mass_relation():
