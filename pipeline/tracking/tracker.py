@@ -1,4 +1,4 @@
-"""MLflow tracking: the only `import mlflow` in the code base.
+"""The tracker: every MLflow write of a search, in order, surviving a server outage.
 
 Layout of one search in MLflow: a parent run (kind "search": the YAML, the git commit, the
 dataset manifest) and one nested child run per Tune trial (kind "trial", tag
@@ -9,145 +9,33 @@ equivariance metrics and the best checkpoint. `eqcvt-search final` adds runs of 
 Every call is made by the driver (trials on worker nodes may not reach a server bound to the
 head's loopback). A `Tracker(buffered=True)` keeps calls in order in memory while a tracking
 server is unreachable and flushes them when it returns, so a server outage never stops a search.
+A call is retried until it has happened exactly once: a retried run start finds the run its
+first attempt made, a retried metric batch first looks whether the first attempt landed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-DB_FILE = "mlflow.db"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
-TAG_KIND = "eqcvt.kind"  # "search" | "trial" | "final"
-TAG_EXPERIMENT = "eqcvt.experiment"  # Tune experiment name (folder under the storage path)
-TAG_SEARCH_ID = "eqcvt.search_id"
-TAG_TRIAL_ID = "tune.trial_id"
-TAG_ARTIFACTS = "eqcvt.artifacts"  # "done" once the end-of-trial artefacts are logged
-TAG_GIT = "eqcvt.git_commit"
-FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+from .store import configure_http_env, is_outage, open_client, resolve_tracking_uri, sqlite_path
+from .tags import FINISHED, RUNNING, TAG_KIND, TAG_PARENT, TAG_RUN_KEY, TAG_RUN_NAME
+
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking server cannot be reached; raised before any trial starts."""
-
-
-# ----------------------------------------------------------------------------- URIs
-
-
-def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    """`sqlite:///<abs cwd>/mlflow.db`: absolute, so every process on the machine agrees."""
-    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / DB_FILE}"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """None -> the embedded default; relative sqlite/file paths -> absolute ones."""
-    if not uri:
-        return default_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    if "://" not in uri:  # a plain folder: MLflow's file store
-        return Path(uri).resolve().as_uri()
-    return uri
-
-
-def is_http(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
-
-
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (seconds, not MLflow's minutes of retries) when an http server is down."""
-    if not is_http(uri):
-        return
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            if resp.status == 200:
-                return
-            reason = f"HTTP {resp.status}"
-    except urllib.error.HTTPError as err:
-        reason = f"HTTP {err.code}"
-    except (urllib.error.URLError, OSError) as err:
-        reason = str(getattr(err, "reason", err))
-    raise TrackingUnavailable(
-        f"MLflow tracking server at {uri} is not reachable ({reason}). Start it (see README "
-        '"Running on a cluster") or drop --tracking-uri to use the local SQLite store.'
-    )
-
-
-def _configure_http_env(uri: str) -> None:
-    """An outage should cost seconds per call: no long retry chains against a dead server."""
-    if is_http(uri):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-
-
-def _is_outage(err: BaseException) -> bool:
-    """Connection-type failures (server down/restarting), not bad requests."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        name = type(e).__name__
-        if isinstance(e, (ConnectionError, TimeoutError)) or name in (
-            "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError",
-            "NewConnectionError", "ProtocolError", "RemoteDisconnected", "ChunkedEncodingError",
-        ):
-            return True
-        if "database is locked" in str(e):  # SQLite busy (e.g. `mlflow ui` reading): retry
-            return True
-        if isinstance(e, MlflowException):
-            msg = str(e)
-            if "API request to" in msg and "failed with" in msg:
-                return True
-            if getattr(e, "error_code", "") in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR") and (
-                "503" in msg or "502" in msg or "Connection" in msg
-            ):
-                return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def git_commit(path: str | Path | None = None) -> str:
-    """The commit of the project checkout (plus "-dirty"), or "unknown" outside git."""
-    where = Path(path) if path else Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10
-        )
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-            capture_output=True, text=True, timeout=10,
-        )
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-# ----------------------------------------------------------------------------- the tracker
+_PARAMS_PER_BATCH, _METRICS_PER_BATCH = 100, 500  # MLflow's log_batch limits
 
 
 @dataclass
@@ -160,33 +48,18 @@ class RunRef:
     ended: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def require_id(self) -> str:
+        """The run id; while its creation is still queued, fail like an outage (keeps order)."""
+        if self.run_id is None:
+            raise MlflowException("API request to <pending run> failed with pending run creation")
+        return self.run_id
+
 
 @dataclass
 class _Op:
     fn: Callable[[], None]
     what: str
     records: int = 1
-
-
-def _open_client(uri: str) -> MlflowClient:
-    """An MlflowClient whose store is open; a SQLite store is created or upgraded under a lock.
-
-    MLflow builds the schema on first use; two processes doing it at once on a new file (a
-    search starting while `mlflow ui` or a second command opens the same store) corrupt the
-    migration and one of them crashes. The lock makes the first one build it and the others wait.
-    """
-    if not uri.startswith("sqlite:///"):
-        return MlflowClient(tracking_uri=uri)
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # opens the store: schema built here
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return client
 
 
 class Tracker:
@@ -207,10 +80,10 @@ class Tracker:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.uri = resolve_tracking_uri(uri)
-        _configure_http_env(self.uri)
+        configure_http_env(self.uri)
         self.experiment = experiment
         self.buffered = buffered
-        self.client = _open_client(self.uri)
+        self.client = open_client(self.uri)
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._queue: deque[_Op] = deque()
         self._retry_at = 0.0
@@ -225,10 +98,8 @@ class Tracker:
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
-                location = None
-                if self.uri.startswith("sqlite:///"):
-                    db = Path(self.uri[len("sqlite:///"):])
-                    location = (db.parent / "mlartifacts").as_uri()
+                db = sqlite_path(self.uri)
+                location = (db.parent / "mlartifacts").as_uri() if db is not None else None
                 try:
                     self._experiment_id = self.client.create_experiment(
                         self.experiment, artifact_location=location
@@ -267,7 +138,7 @@ class Tracker:
             try:
                 op.fn()
             except Exception as err:  # noqa: BLE001 - classified below
-                if _is_outage(err):
+                if is_outage(err):
                     if not self._outage_reported:
                         self._log(
                             f"tracking server unreachable, buffering ({self.pending} records "
@@ -322,34 +193,47 @@ class Tracker:
         parent: RunRef | None = None,
         find: str | None = None,
     ) -> RunRef:
-        """Create a run, or continue the run `find` (an MLflow filter) selects: never two."""
+        """Create a run, or continue the run `find` (an MLflow filter) selects: never two.
+
+        A start retried after an outage finds the run its first attempt made (by `find`, or
+        by a TAG_RUN_KEY made here) and writes what that attempt did not: the params the run
+        lacks, the tags that differ. A param the run already has keeps its value (immutable).
+        """
         ref = RunRef(name=name)
-        all_tags = {TAG_KIND: kind, TAG_RUN_NAME: name, **(tags or {})}
+        want_tags = {TAG_KIND: kind, TAG_RUN_NAME: name, **(tags or {})}
+        keyed = find is None
+        if keyed:
+            key = uuid.uuid4().hex
+            want_tags[TAG_RUN_KEY] = key
+            find = f"tags.`{TAG_RUN_KEY}` = '{key}'"
+        created = [False]  # a keyed run can only exist once a create_run was sent
 
-        def create() -> None:
-            if parent is not None and parent.run_id is None:
-                raise MlflowException("API request to <parent> failed with pending parent")
+        def start() -> None:
+            query = find
             if parent is not None:
-                all_tags[TAG_PARENT] = parent.run_id
-            existing = None
-            if find:
-                query = find + (
-                    f" and tags.`{TAG_PARENT}` = '{parent.run_id}'" if parent is not None else ""
-                )
-                found = self.find_runs(query, max_results=5)
-                existing = found[0] if found else None
-            if existing is not None:
-                ref.run_id = existing.info.run_id
+                want_tags[TAG_PARENT] = parent.require_id()
+                query += f" and tags.`{TAG_PARENT}` = '{parent.run_id}'"
+            found = self.find_runs(query, max_results=5) if created[0] or not keyed else []
+            if found:
+                run = found[0]
+                ref.run_id = run.info.run_id
                 ref.max_step = self._max_step(ref.run_id)
-                if existing.info.status != RUNNING:
-                    self.client.update_run(ref.run_id, status=RUNNING)
-                return
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-            ref.run_id = run.info.run_id
-            if params:
-                self._log_params_now(ref.run_id, params)
+                have_params, have_tags = dict(run.data.params), dict(run.data.tags)
+            else:
+                created[0] = True
+                run = self.client.create_run(self.experiment_id, run_name=name, tags=want_tags)
+                ref.run_id = run.info.run_id
+                have_params, have_tags = {}, {k: str(v) for k, v in want_tags.items()}
+            self._log_params_now(
+                ref.run_id, {k: v for k, v in (params or {}).items() if str(k) not in have_params}
+            )
+            stale = [RunTag(k, str(v)) for k, v in want_tags.items() if have_tags.get(k) != str(v)]
+            if stale:
+                self.client.log_batch(ref.run_id, tags=stale)
+            if found and run.info.status != RUNNING:
+                self.client.update_run(ref.run_id, status=RUNNING)
 
-        self._submit(create, f"start run {name}")
+        self._submit(start, f"start run {name}")
         return ref
 
     def continue_run(self, run_id: str, name: str = "") -> RunRef:
@@ -359,23 +243,35 @@ class Tracker:
         return ref
 
     def _max_step(self, run_id: str) -> int:
+        """The highest epoch the run has logged (an outage raises: 0 would re-log them all)."""
         try:
             hist = self.client.get_metric_history(run_id, "epoch")
-        except MlflowException:
+        except MlflowException as err:
+            if is_outage(err):
+                raise
             return 0
         return max((int(m.step) for m in hist), default=0)
 
+    def _landed(self, run_id: str, metric: Metric) -> bool:
+        """Whether a batch holding `metric` reached the run (its reply may have been lost)."""
+        return any(
+            m.step == metric.step and m.timestamp == metric.timestamp
+            for m in self.client.get_metric_history(run_id, metric.key)
+        )
+
     def _log_params_now(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(str(k), _param_str(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100])
+        for i in range(0, len(items), _PARAMS_PER_BATCH):  # same value again: MLflow accepts
+            self.client.log_batch(run_id, params=items[i : i + _PARAMS_PER_BATCH])
 
     def log_params(self, ref: RunRef, params: Mapping[str, Any]) -> None:
-        self._submit(lambda: self._log_params_now(_rid(ref), params), f"params of {ref.name}")
+        self._submit(lambda: self._log_params_now(ref.require_id(), params),
+                     f"params of {ref.name}")
 
     def set_tags(self, ref: RunRef, tags: Mapping[str, Any]) -> None:
         items = [RunTag(str(k), str(v)) for k, v in tags.items()]
-        self._submit(lambda: self.client.log_batch(_rid(ref), tags=items), f"tags of {ref.name}")
+        self._submit(lambda: self.client.log_batch(ref.require_id(), tags=items),
+                     f"tags of {ref.name}")
 
     def log_metrics(
         self,
@@ -386,7 +282,11 @@ class Tracker:
         timestamp_ms: int | None = None,
         skip_logged: bool = True,
     ) -> None:
-        """Numeric finite-or-NaN values only; a step a continued run already has is skipped."""
+        """Numeric finite-or-NaN values only; a step a continued run already has is skipped.
+
+        Each point is written once: a batch retried after an outage is sent again only if
+        the first attempt did not land.
+        """
         ts = timestamp_ms or int(time.time() * 1000)
         items = [
             Metric(str(k), float(v), ts, int(step))
@@ -395,13 +295,21 @@ class Tracker:
         ]
         if not items:
             return
+        chunks = [items[i : i + _METRICS_PER_BATCH]
+                  for i in range(0, len(items), _METRICS_PER_BATCH)]
+        progress = {"done": 0, "sent": False}  # chunks accepted; current one sent before?
 
         def send() -> None:
             if skip_logged and step <= ref.max_step:
                 return
-            run_id = _rid(ref)
-            for i in range(0, len(items), 500):
-                self.client.log_batch(run_id, metrics=items[i : i + 500])
+            run_id = ref.require_id()
+            while progress["done"] < len(chunks):
+                chunk = chunks[progress["done"]]
+                if not (progress["sent"] and self._landed(run_id, chunk[0])):
+                    progress["sent"] = True
+                    self.client.log_batch(run_id, metrics=chunk)
+                progress["done"] += 1
+                progress["sent"] = False
             if skip_logged:
                 ref.max_step = max(ref.max_step, int(step))
 
@@ -424,9 +332,9 @@ class Tracker:
 
         def send() -> None:
             if path.is_dir():
-                self.client.log_artifacts(_rid(ref), str(path), artifact_path)
+                self.client.log_artifacts(ref.require_id(), str(path), artifact_path)
             else:
-                self.client.log_artifact(_rid(ref), str(path), artifact_path)
+                self.client.log_artifact(ref.require_id(), str(path), artifact_path)
 
         self._submit(send, f"artefact {path.name} of {ref.name}")
 
@@ -439,7 +347,7 @@ class Tracker:
     def end_run(self, ref: RunRef, status: str = FINISHED) -> None:
         ref.ended = True
         self._submit(
-            lambda: self.client.set_terminated(_rid(ref), status=status),
+            lambda: self.client.set_terminated(ref.require_id(), status=status),
             f"end {ref.name} {status}",
         )
 
@@ -482,7 +390,7 @@ class Tracker:
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         return [a.path for a in self.client.list_artifacts(run_id, path)]
 
-    # -- model registry
+    # -- model registry (pipeline/tracking/registry.py)
     def register_model(
         self,
         ref: RunRef,
@@ -493,95 +401,18 @@ class Tracker:
         description: str = "",
     ) -> str:
         """Log the checkpoint as a pyfunc model of run `ref` and register it; -> version."""
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=_rid(ref)):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=EqcvtPyfunc(),
-                artifacts={"checkpoint": str(checkpoint_dir)},
-                registered_model_name=model_name,
-                pip_requirements=[],
-                metadata={"eqcvt_config": dict(config)},
-                await_registration_for=30,
-            )
-        version = str(info.registered_model_version)
-        if description:
-            with contextlib.suppress(MlflowException):
-                self.client.update_model_version(model_name, version, description=description)
-        with contextlib.suppress(MlflowException):
-            self.client.set_model_version_tag(model_name, version, "eqcvt.run_id", _rid(ref))
-        # the RunConfig as a plain artefact too, for people reading the run in the UI
-        self.log_dict(ref, dict(config), "config.json")
-        return version
+        from .registry import register_model
+
+        return register_model(self, ref, checkpoint_dir, model_name, config=config,
+                              description=description)
 
     def resolve_model_version(self, spec: str) -> tuple[str, str]:
         """"NAME" (latest version) or "NAME/VERSION" -> (name, version)."""
-        name, _, version = spec.partition("/")
-        if not version:
-            versions = self.client.search_model_versions(f"name = '{name}'")
-            if not versions:
-                raise ValueError(f"no registered model named {name!r} at {self.uri}")
-            version = str(max(int(v.version) for v in versions))
-        return name, version
+        from .registry import resolve_model_version
 
-
-def _rid(ref: RunRef) -> str:
-    if ref.run_id is None:  # its creation is still queued: treat like an outage, keep order
-        raise MlflowException("API request to <pending run> failed with pending run creation")
-    return ref.run_id
+        return resolve_model_version(self.client, spec, self.uri)
 
 
 def _param_str(value: Any) -> str:
     text = "None" if value is None else str(value)
     return text if len(text) <= _PARAM_MAX else text[: _PARAM_MAX - 3] + "..."
-
-
-# ----------------------------------------------------------------------------- pyfunc model
-
-
-class EqcvtPyfunc(mlflow.pyfunc.PythonModel):
-    """A registered model: the engine checkpoint, rebuilt with `engine.load_model`.
-
-    predict: float array (N, C, H, W) -> raw outputs (N, classes) logits or (N, targets).
-    """
-
-    def load_context(self, context: Any) -> None:
-        from pipeline.engine import load_model
-
-        self.checkpoint_dir = context.artifacts["checkpoint"]
-        self.model = load_model(self.checkpoint_dir)
-        self.config = json.loads((Path(self.checkpoint_dir) / "config.json").read_text())
-
-    def predict(self, context: Any, model_input: np.ndarray, params: Any = None) -> np.ndarray:
-        """np.ndarray in and out: MLflow then skips schema inference (and its warnings)."""
-        import torch
-
-        from pipeline.engine import predict
-
-        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-        return predict(self.model, x).numpy()
-
-
-def load_registered(uri: str | None, spec: str) -> tuple[Any, str, str]:
-    """(pyfunc model, name, version) of "NAME[/VERSION]" from the registry at `uri`."""
-    tracker_uri = resolve_tracking_uri(uri)
-    _configure_http_env(tracker_uri)
-    mlflow.set_tracking_uri(tracker_uri)
-    client = _open_client(tracker_uri)
-    name, _, version = spec.partition("/")
-    if not version:
-        versions = client.search_model_versions(f"name = '{name}'")
-        if not versions:
-            raise ValueError(f"no registered model named {name!r} at {tracker_uri}")
-        version = str(max(int(v.version) for v in versions))
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    return model, name, version
-
-
-def unwrap_pyfunc(model: Any) -> Any:
-    """The EqcvtPyfunc behind a loaded pyfunc model (for its torch model and config)."""
-    return model.unwrap_python_model()
-
-
-def iter_metric_keys(metrics: Iterable[str], prefix: str) -> list[str]:
-    return sorted(k for k in metrics if k.startswith(prefix))
