@@ -9,8 +9,8 @@ equivariance metrics and the best checkpoint. `eqcvt-search final` adds runs of 
 Every call is made by the driver (trials on worker nodes may not reach a server bound to the
 head's loopback). A `Tracker(buffered=True)` keeps calls in order in memory while a tracking
 server is unreachable and flushes them when it returns, so a server outage never stops a search.
-A call is retried until it has happened exactly once: a retried run start finds the run its
-first attempt made, a retried metric batch first looks whether the first attempt landed.
+A retried call writes its records once: a retried run start finds the run its first attempt
+made and adds what that attempt did not write.
 """
 
 from __future__ import annotations
@@ -252,13 +252,6 @@ class Tracker:
             return 0
         return max((int(m.step) for m in hist), default=0)
 
-    def _landed(self, run_id: str, metric: Metric) -> bool:
-        """Whether a batch holding `metric` reached the run (its reply may have been lost)."""
-        return any(
-            m.step == metric.step and m.timestamp == metric.timestamp
-            for m in self.client.get_metric_history(run_id, metric.key)
-        )
-
     def _log_params_now(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(str(k), _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), _PARAMS_PER_BATCH):  # same value again: MLflow accepts
@@ -284,8 +277,8 @@ class Tracker:
     ) -> None:
         """Numeric finite-or-NaN values only; a step a continued run already has is skipped.
 
-        Each point is written once: a batch retried after an outage is sent again only if
-        the first attempt did not land.
+        A batch retried after its reply was lost is harmless: the SQL store keeps one copy
+        of an identical point (key, value, timestamp, step).
         """
         ts = timestamp_ms or int(time.time() * 1000)
         items = [
@@ -295,21 +288,13 @@ class Tracker:
         ]
         if not items:
             return
-        chunks = [items[i : i + _METRICS_PER_BATCH]
-                  for i in range(0, len(items), _METRICS_PER_BATCH)]
-        progress = {"done": 0, "sent": False}  # chunks accepted; current one sent before?
 
         def send() -> None:
             if skip_logged and step <= ref.max_step:
                 return
             run_id = ref.require_id()
-            while progress["done"] < len(chunks):
-                chunk = chunks[progress["done"]]
-                if not (progress["sent"] and self._landed(run_id, chunk[0])):
-                    progress["sent"] = True
-                    self.client.log_batch(run_id, metrics=chunk)
-                progress["done"] += 1
-                progress["sent"] = False
+            for i in range(0, len(items), _METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=items[i : i + _METRICS_PER_BATCH])
             if skip_logged:
                 ref.max_step = max(ref.max_step, int(step))
 

@@ -138,6 +138,8 @@ def test_retried_parent_start_makes_one_parent(buffered, monkeypatch, fail):
 
 @pytest.mark.parametrize("skip_logged", [True, False])
 def test_metric_batch_whose_reply_was_lost_is_logged_once(buffered, monkeypatch, skip_logged):
+    """Holds because the SQL store keeps one copy of an identical point: the retry sends
+    the same batch, timestamps included."""
     run = buffered.start_run("trial", kind="trial")
     assert buffered.flush(timeout=5)
     fail_once(monkeypatch, buffered, "log_batch", reply_lost=True)
