@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import tracking as T
 
-from .outage import fail_once, retry_now
+from .outage import fail_once, outage_error, retry_now
 
 TRIAL_FIND = f"tags.`{T.TAG_TRIAL_ID}` = 't1'"
 
@@ -61,7 +61,6 @@ def test_buffered_tracker_survives_an_outage_in_order(buffered, monkeypatch):
 
     def flaky(*args, **kwargs):
         if down["on"]:
-            from .outage import outage_error
             raise outage_error()
         return real(*args, **kwargs)
 
