@@ -614,7 +614,8 @@ class TrackingCallback(tune.Callback):
             for key in self.spec.hyperparam_mutations:
                 if key in trial.config:
                     metrics[f"pbt/{key}"] = float(trial.config[key])
-        self.tracker.log_metrics(ref, metrics, step=epoch, skip_logged=not self.pbt)
+        # epochs re-run after a PBT exploit of a donor behind, or a retry: logged once
+        self.tracker.log_metrics(ref, metrics, step=epoch)
         timing = self.timings.setdefault(tid, {})
         if "first_result" not in timing:
             timing.update(first_result=time.time(),

@@ -1,0 +1,72 @@
+"""A real `mlflow server` that goes away between a run's creation and its params: the
+retried start, once the server is back, leaves one run with its params."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import tracking as T
+
+from ..ray_cluster import BIN, free_port, kill_session
+from .outage import retry_now
+
+
+def _server(port: int, root: Path) -> subprocess.Popen:
+    """`mlflow server` on loopback over a SQLite file in `root`; up when /health answers."""
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        cwd=root, stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            T.check_server(f"http://127.0.0.1:{port}", timeout=2.0)
+            return proc
+        except T.TrackingUnavailable:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                kill_session(proc.pid)
+                pytest.fail((root / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_server_gone_after_create_run_leaves_one_parent_with_params(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # a busy machine's first reply
+    port = free_port()
+    server = _server(port, tmp_path)
+    try:
+        tr = T.Tracker(f"http://127.0.0.1:{port}", "outage", buffered=True,
+                       log=lambda m: None)
+        assert tr.experiment_id
+        real = tr.client.create_run
+        calls = {"n": 0}
+
+        def create_then_server_dies(*args, **kwargs):
+            calls["n"] += 1
+            run = real(*args, **kwargs)
+            if calls["n"] == 1:
+                kill_session(server.pid)  # the params batch that follows meets a dead server
+            return run
+
+        monkeypatch.setattr(tr.client, "create_run", create_then_server_dies)
+        parent = tr.start_run("search", kind="search", tags={T.TAG_SEARCH_ID: "s1"},
+                              params={"search.name": "tiny", "search.num_samples": 2})
+        assert tr.pending == 1 and calls["n"] == 1
+        server = _server(port, tmp_path)  # back, same store
+        retry_now(tr)
+        tr.end_run(parent, T.FINISHED)
+        assert tr.flush(timeout=30)
+        runs = tr.runs(kind="search")
+        assert [(r["run_id"], r["status"]) for r in runs] == [(parent.run_id, T.FINISHED)]
+        assert runs[0]["params"] == {"search.name": "tiny", "search.num_samples": "2"}
+        assert calls["n"] == 1  # found again, not created twice
+    finally:
+        kill_session(server.pid)
