@@ -153,7 +153,7 @@ def _console() -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import tracking as T
-    from .search_space import load_search_space
+    from .search import load_search_space
 
     space = shipped_space(args.space)
     fixed = parse_sets(args.set)
@@ -187,6 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from . import tune as ptune
+    from .search.storage import join
 
     storage = args.storage_path or default_storage()
     target = args.target
@@ -195,7 +196,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     elif "://" in target or os.sep in target or Path(target).exists():
         path = target if "://" in target else str(Path(target).resolve())
     else:
-        path = ptune._join(storage, target)
+        path = join(storage, target)
     console = _console()
     console.print(f"[bold]eqcvt-search resume[/] {path}")
     outcome = ptune.resume_search(path, address=args.address, tracking_uri=args.tracking_uri)
@@ -277,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv or ["run"])
     from . import tracking as T
-    from .search_space import SearchSpaceError
+    from .search import SearchSpaceError
 
     if args.command in ("run", "resume"):
         _sigterm_interrupts()

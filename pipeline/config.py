@@ -242,7 +242,7 @@ def coerce_value(key: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         raise ValueError(
             f"{key} got a nested mapping {value!r}: flatten HyperOpt's nested choices with "
-            "pipeline.search_space.flatten_sampled first"
+            "pipeline.search.flatten_sampled first"
         )
     if base is bool:
         if isinstance(value, bool):

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import tracking as T
 
-from .ray_cluster import (
+from ..ray_cluster import (
     BIN,
     LocalCluster,
     eqcvt_search,
