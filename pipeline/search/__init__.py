@@ -24,6 +24,7 @@ from .parse import load_search_space, parse_search_space
 from .request import SearchOutcome, SearchRequest, load_request
 from .spec import Resources, SearchSpec, sample
 from .storage import META_FILE, latest_experiment
+from .trial import trial_config
 from .validate import MODES, PBT_MUTABLE_KEYS, SCHEDULERS, SEARCHERS
 
 __all__ = [
@@ -31,5 +32,5 @@ __all__ = [
     "Branch", "Choice", "Domain", "Grid", "LogUniform", "QUniform", "RandInt", "Resources",
     "SearchOutcome", "SearchRequest", "SearchSpaceError", "SearchSpec", "Uniform",
     "convert", "flatten_sampled", "latest_experiment", "load_request", "load_search_space",
-    "parse_search_space", "sample", "walk_params",
+    "parse_search_space", "sample", "trial_config", "walk_params",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import coerce_value, key_type, split_key
+from ..config import parse_value, split_key
 
 
 class SearchSpaceError(ValueError):
@@ -35,10 +35,8 @@ def number(source: str, key: str, value: Any) -> Any:
 
 
 def coerce(source: str, key: str, value: Any) -> Any:
-    base, _ = key_type(key)
-    if base in (int, float) and isinstance(value, str):
-        value = number(source, key, value)
+    """A YAML (or CLI pin) value typed by its key: `config.parse_value`, errors naming the file."""
     try:
-        return coerce_value(key, value)
+        return parse_value(key, value)
     except ValueError as err:
         raise SearchSpaceError(source, key, str(err)) from None

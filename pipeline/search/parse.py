@@ -35,12 +35,16 @@ _PBT_KEYS = {"perturbation_interval", "quantile_fraction", "resample_probability
 
 def load_search_space(path: str | Path) -> SearchSpec:
     """Read and validate a search-space YAML file."""
-    path = Path(path)
+    return parse_search_text(Path(path).read_text(), source=str(path))
+
+
+def parse_search_text(text: str, source: str = "<string>") -> SearchSpec:
+    """Validate the text of a search-space YAML file (`source` names it in errors)."""
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SearchSpaceError(str(path), "<yaml>", f"not valid YAML: {err}") from err
-    return parse_search_space(doc, source=str(path))
+        raise SearchSpaceError(source, "<yaml>", f"not valid YAML: {err}") from err
+    return parse_search_space(doc, source=source)
 
 
 def parse_search_space(doc: Any, source: str = "<string>") -> SearchSpec:

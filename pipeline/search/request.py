@@ -9,10 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from ..live import LiveView
-from .parse import parse_search_space
+from .parse import parse_search_text
 from .spec import SearchSpec
 from .storage import META_FILE, join, read_text
 
@@ -42,7 +40,7 @@ class SearchRequest:
 
     def spec(self) -> SearchSpec:
         """The YAML with the CLI's pins and budget applied, validated again."""
-        spec = parse_search_space(yaml.safe_load(self.space_text), source=self.space_file)
+        spec = parse_search_text(self.space_text, source=self.space_file)
         if self.fixed:
             spec = spec.with_fixed(self.fixed)
         changes: dict[str, Any] = {}

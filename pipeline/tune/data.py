@@ -11,8 +11,7 @@ from typing import Any
 
 import ray
 
-from ..config import RunConfig
-from ..search import Domain, SearchSpec, walk_params
+from ..search import Domain, SearchSpec, trial_config, walk_params
 
 
 def share_bundle(bundle: Any) -> dict[str, Any]:
@@ -81,7 +80,7 @@ class DriverData:
 def open_driver_data(spec: SearchSpec) -> DriverData:
     from ..data.bundle import open_data
 
-    cfg = RunConfig.from_flat(spec.fixed())
+    cfg = trial_config(spec.fixed())
     if data_is_searched(spec):
         return DriverData(None, None, {"note": "data.* keys are sampled; each trial opens "
                                                "its own data"})

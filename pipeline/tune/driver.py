@@ -166,10 +166,15 @@ def _finish(request: SearchRequest, spec: SearchSpec, tracker: tracking.Tracker,
     )
 
 
-def run_search(request: SearchRequest, view: LiveView | None = None) -> SearchOutcome:
-    """Start a new search (see module docstring); returns when done or interrupted."""
+def run_search(request: SearchRequest, view: LiveView | None = None, *,
+               spec: SearchSpec | None = None) -> SearchOutcome:
+    """Start a new search (see module docstring); returns when done or interrupted.
+
+    spec: `request.spec()` when the caller has already parsed it (the YAML is parsed once
+    per command). The tracking server is checked here, once, before Ray starts.
+    """
     tracking.check_server(tracking.resolve_tracking_uri(request.tracking_uri))
-    spec = request.spec()
+    spec = spec if spec is not None else request.spec()
     connect(request.address)
     data = open_driver_data(spec)
     view = view or LiveView(spec.metric, spec.mode, title=request.experiment)

@@ -17,9 +17,8 @@ import ray
 from ray import tune
 
 from .. import tracking
-from ..config import RunConfig
 from ..live import LiveView, is_better
-from ..search import SearchRequest, SearchSpec, flatten_sampled
+from ..search import SearchRequest, SearchSpec, trial_config
 from .data import bundle_from_shared
 from .failures import error_summary, is_nonfinite
 
@@ -28,7 +27,7 @@ TRIAL_TAG_KEYS = ("node_id", "node_ip", "gpu_ids", "hostname")
 
 def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's config as the full flat RunConfig dict (what MLflow shows as params)."""
-    return RunConfig.from_flat(flatten_sampled(config)).to_flat()
+    return trial_config(config).to_flat()
 
 
 def _trial_artifacts(checkpoint: Any, data: Any, data_cfg: dict[str, Any] | None,
@@ -227,7 +226,7 @@ class TrackingCallback(tune.Callback):
         task = ray.remote(_trial_artifacts).options(num_cpus=0, max_retries=0)
         data_cfg = None
         if self.eval_ref is None:  # the trial's own data (sampled data.* keys)
-            data_cfg = dataclasses.asdict(RunConfig.from_flat(flatten_sampled(trial.config)).data)
+            data_cfg = dataclasses.asdict(trial_config(trial.config).data)
         job = task.remote(ckpt, self.eval_ref, data_cfg)
         self.jobs[trial.trial_id] = (job, trial, ckpt)
 

@@ -18,9 +18,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from ..config import RunConfig
 from ..procs import owner_token, remove_orphans
-from ..search import flatten_sampled
+from ..search import trial_config
 from .data import bundle_from_shared
 
 ORIGIN_FILE = "origin.json"  # in every checkpoint: which trial wrote it, at which epoch
@@ -57,7 +56,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
     t_start = time.time()
     for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created" per epoch
         logging.getLogger(name).setLevel(logging.WARNING)
-    cfg = RunConfig.from_flat(flatten_sampled(config))
+    cfg = trial_config(config)
     if cfg.train.num_threads == 0:
         torch.set_num_threads(max(1, options.threads))
     ctx = tune.get_context()
