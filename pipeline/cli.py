@@ -18,6 +18,7 @@ from typing import Any
 
 EXIT_INTERRUPTED = 130
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # the search ran but failed: no trial finished, or stopped on one error
 DEFAULT_SPACE = "default"
 
 
@@ -203,6 +204,9 @@ def _report_outcome(outcome: Any, console: Any) -> int:
     for s in outcome.statuses.values():
         counts[s] = counts.get(s, 0) + 1
     console.print("trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if outcome.failure:
+        console.print(f"[red]{outcome.failure}[/]")
+        return EXIT_FAILED
     if outcome.interrupted:
         console.print(f"[yellow]interrupted; state saved. Continue with:[/] "
                       f"eqcvt-search resume {outcome.experiment_path}")

@@ -30,6 +30,7 @@ class SearchRequest:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     max_failures: int = 3
+    max_repeated_failures: int = 5  # trials in a row with one error that stop the search
     search_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     parent_run_id: str | None = None
     address: str | None = None
@@ -73,17 +74,28 @@ class SearchRequest:
 class SearchOutcome:
     experiment_path: str
     interrupted: bool
-    statuses: dict[str, str]  # trial id -> TERMINATED | ERROR | ...
+    statuses: dict[str, str]  # trial id -> TERMINATED | ERROR | INTERRUPTED
     view: LiveView
     timings: dict[str, dict[str, float]]  # trial id -> driver start, first result, epoch time
     parent_run_id: str | None
     tracking_pending: int = 0  # records the tracking server never accepted
     results: list[tuple[float, str, int, float]] = field(default_factory=list)
     tracking_uri: str = ""
+    stopped_on: str = ""  # why the search stopped itself (trials failing with one error)
+
+    @property
+    def failure(self) -> str | None:
+        """What went wrong with the search as a whole, or None."""
+        if self.stopped_on:
+            return (f"search stopped: {self.stopped_on}\nstate saved; once the cause is fixed, "
+                    f"continue with: eqcvt-search resume {self.experiment_path}")
+        if not self.interrupted and "TERMINATED" not in self.statuses.values():
+            return f"no trial finished ({len(self.statuses)} trials, none TERMINATED)"
+        return None
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and self.tracking_pending == 0
+        return not self.interrupted and self.tracking_pending == 0 and self.failure is None
 
 
 def load_request(experiment_path: str) -> SearchRequest:

@@ -27,6 +27,7 @@ from ..live import LiveView
 from ..search import META_FILE, SearchOutcome, SearchRequest, SearchSpec, load_request
 from ..search.storage import join, write_text
 from .data import DriverData, open_driver_data
+from .failures import RepeatedFailureStop
 from .live_callback import LiveCallback
 from .mlflow_callback import TrackingCallback
 from .searchers import build_search, sampled_keys
@@ -129,8 +130,9 @@ def _start_tracking(request: SearchRequest, spec: SearchSpec, manifest: Any,
     return tracker, parent
 
 
-def _finish(request: SearchRequest, spec: SearchSpec, tracker: tracking.Tracker, parent: tracking.RunRef,
-            cb: TrackingCallback, view: LiveView) -> SearchOutcome:
+def _finish(request: SearchRequest, spec: SearchSpec, tracker: tracking.Tracker,
+            parent: tracking.RunRef, cb: TrackingCallback, view: LiveView,
+            guard: RepeatedFailureStop) -> SearchOutcome:
     interrupted = cb.incomplete or not cb.statuses or any(
         s not in ("TERMINATED", "ERROR") for s in cb.statuses.values()
     )
@@ -141,6 +143,8 @@ def _finish(request: SearchRequest, spec: SearchSpec, tracker: tracking.Tracker,
         tracker.log_metrics(parent, {f"best_{spec.metric}": top.best}, step=0,
                             skip_logged=False)
         tracker.set_tags(parent, {"eqcvt.best_trial": top.trial_id})
+    if guard.message:
+        tracker.set_tags(parent, {"eqcvt.stopped": guard.message[:500]})
     tracker.end_run(parent, tracking.KILLED if interrupted else tracking.FINISHED)
     timeout = float(os.environ.get("EQCVT_TRACKING_FLUSH_TIMEOUT", "60"))
     pending = 0
@@ -163,6 +167,7 @@ def _finish(request: SearchRequest, spec: SearchSpec, tracker: tracking.Tracker,
         tracking_pending=pending,
         results=list(cb.results),
         tracking_uri=tracker.uri,
+        stopped_on=guard.message,
     )
 
 
@@ -182,12 +187,13 @@ def run_search(request: SearchRequest, view: LiveView | None = None, *,
     write_text(join(request.experiment_path, META_FILE), request.to_json())
     cb = TrackingCallback(request, spec, parent, tracker, data.eval_ref, view)
     live = LiveCallback(view, sampled_keys(spec))
-    run_config, _ = _tuner_configs(spec, request, [cb, live])
+    guard = RepeatedFailureStop(request.max_repeated_failures)
+    run_config, _ = _tuner_configs(spec, request, [cb, live, guard])
     space, searcher, scheduler = build_search(spec)
     with _ending_runs_on_error(cb, view):
         tuner = _new_tuner(spec, request, data, space, searcher, scheduler, run_config)
     _fit(tuner, cb, view)
-    return _finish(request, spec, tracker, parent, cb, view)
+    return _finish(request, spec, tracker, parent, cb, view, guard)
 
 
 @contextlib.contextmanager
@@ -256,6 +262,7 @@ def resume_search(experiment_path: str, *, address: str | None = None,
     tracker, parent = _start_tracking(request, spec, data.manifest, view, resume=True)
     cb = TrackingCallback(request, spec, parent, tracker, data.eval_ref, view)
     live = LiveCallback(view, sampled_keys(spec))
+    guard = RepeatedFailureStop(request.max_repeated_failures)
     with _ending_runs_on_error(cb, view):
         tuner = tune.Tuner.restore(
             experiment_path,
@@ -268,11 +275,11 @@ def resume_search(experiment_path: str, *, address: str | None = None,
         run_config = tuner._local_tuner.get_run_config()
         run_config.callbacks = [
             c for c in (run_config.callbacks or [])
-            if not isinstance(c, (TrackingCallback, LiveCallback))
-        ] + [cb, live]
+            if not isinstance(c, (TrackingCallback, LiveCallback, RepeatedFailureStop))
+        ] + [cb, live, guard]
     _fit(tuner, cb, view)
     _close_finished_runs(tracker, request, cb)
-    return _finish(request, spec, tracker, parent, cb, view)
+    return _finish(request, spec, tracker, parent, cb, view, guard)
 
 
 def _close_finished_runs(tracker: tracking.Tracker, request: SearchRequest,

@@ -289,3 +289,33 @@ def test_nan_loss_errors_the_trial_and_the_search_goes_on(ray_cluster, tmp_path)
     failed = by_status[T.FAILED]
     assert "non-finite training loss" in failed["tags"]["eqcvt.error"]
     assert int(failed["tags"].get("tune.retries", "1")) <= 1  # no endless retries
+
+
+@pytest.mark.slow
+def test_trials_failing_with_one_error_stop_the_search_resumably(ray_cluster, tmp_path):
+    """Every trial diverges (lr 1e30; the step in the message differs): after five in a row
+    the search stops with that one message, its state saved for `resume`, and exits
+    non-zero; the remaining trials never start."""
+    from ray import tune
+
+    n = 9
+    space = TINY_YAML.format(name="stop", scheduler="fifo", n=n, epochs=2).replace(
+        "train.lr: {loguniform: [1.0e-3, 1.0e-2]}", "train.lr: {grid: [1.0e+30]}")
+    (tmp_path / "stop.yaml").write_text(space)
+    env = cli_env(ray_cluster, tmp_path)
+    proc = run_cli(["run", "--space", "stop.yaml", "--experiment", "stop", "--storage-path",
+                    str(tmp_path / "results"), "--max-failures", "0",
+                    *sets(TINY_DATA, TINY_MODEL)], tmp_path, env)
+    err = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert proc.returncode == 1, proc.stderr[-6000:]
+    assert err.count("search stopped: 5 trials in a row failed with:") == 1, err[-3000:]
+    assert "non-finite training loss" in err
+    assert f"eqcvt-search resume {tmp_path / 'results' / 'stop'}" in err
+    tracker = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "stop")
+    trials = tracker.runs(kind="trial")
+    assert 5 <= len(trials) < n, len(trials)  # stopped instead of running every trial
+    assert sum(r["status"] == T.FAILED for r in trials) >= 5
+    assert T.RUNNING not in {r["status"] for r in tracker.runs()}
+    (parent,) = tracker.runs(kind="search")
+    assert "5 trials in a row" in parent["tags"]["eqcvt.stopped"]
+    assert tune.Tuner.can_restore(str(tmp_path / "results" / "stop"))
