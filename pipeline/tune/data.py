@@ -3,7 +3,6 @@ every trial on a node reads that one copy without copying."""
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,7 +72,6 @@ class DriverData:
     """What the driver puts in the object store once per search."""
 
     trial_ref: Any  # the bundle trials read (None: trials open/stream their own data)
-    eval_ref: Any  # the val split the end-of-trial evaluation reads (None: it opens data)
     manifest: dict[str, Any]
 
 
@@ -82,11 +80,9 @@ def open_driver_data(spec: SearchSpec) -> DriverData:
 
     cfg = trial_config(spec.fixed())
     if data_is_searched(spec):
-        return DriverData(None, None, {"note": "data.* keys are sampled; each trial opens "
-                                               "its own data"})
+        return DriverData(None, {"note": "data.* keys are sampled; each trial opens its own "
+                                         "data"})
     bundle = open_data(cfg.data, device="cpu")
-    if cfg.data.on_the_fly:  # trials stream batches on their device; val shared for evals
-        return DriverData(None, ray.put(share_bundle(dataclasses.replace(bundle, train=None))),
-                          bundle.manifest)
-    ref = ray.put(share_bundle(bundle))
-    return DriverData(ref, ref, bundle.manifest)
+    if cfg.data.on_the_fly:  # trials simulate train and val on their own device
+        return DriverData(None, bundle.manifest)
+    return DriverData(ray.put(share_bundle(bundle)), bundle.manifest)

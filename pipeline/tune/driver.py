@@ -66,7 +66,8 @@ def sigterm_as_sigint() -> Iterator[None]:
 
 def _trainable(spec: SearchSpec, request: SearchRequest, data: DriverData) -> Any:
     res = request.resources(spec)
-    options = TrialOptions(pbt=spec.scheduler == "pbt", threads=max(1, int(res["cpu"])))
+    options = TrialOptions(pbt=spec.scheduler == "pbt", threads=max(1, int(res["cpu"])),
+                           metric=spec.metric, mode=spec.mode)
     return tune.with_resources(
         tune.with_parameters(train_trial, data=data.trial_ref, options=options), res
     )
@@ -185,7 +186,7 @@ def run_search(request: SearchRequest, view: LiveView | None = None, *,
     view = view or LiveView(spec.metric, spec.mode, title=request.experiment)
     tracker, parent = _start_tracking(request, spec, data.manifest, view, resume=False)
     write_text(join(request.experiment_path, META_FILE), request.to_json())
-    cb = TrackingCallback(request, spec, parent, tracker, data.eval_ref, view)
+    cb = TrackingCallback(request, spec, parent, tracker, view)
     live = LiveCallback(view, sampled_keys(spec))
     guard = RepeatedFailureStop(request.max_repeated_failures)
     run_config, _ = _tuner_configs(spec, request, [cb, live, guard])
@@ -260,7 +261,7 @@ def resume_search(experiment_path: str, *, address: str | None = None,
     data = open_driver_data(spec)
     view = view or LiveView(spec.metric, spec.mode, title=f"{request.experiment} (resumed)")
     tracker, parent = _start_tracking(request, spec, data.manifest, view, resume=True)
-    cb = TrackingCallback(request, spec, parent, tracker, data.eval_ref, view)
+    cb = TrackingCallback(request, spec, parent, tracker, view)
     live = LiveCallback(view, sampled_keys(spec))
     guard = RepeatedFailureStop(request.max_repeated_failures)
     with _ending_runs_on_error(cb, view):

@@ -4,7 +4,7 @@ MLflow calls go through pipeline/tracking.py."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import json
 import math
 import shutil
 import tempfile
@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray import tune
 
 from .. import tracking
 from ..live import LiveView, is_better
 from ..search import SearchRequest, SearchSpec, trial_config
-from .data import bundle_from_shared
+from .artifacts import EVAL_DIR, EVAL_FILE, LOGGED_METRICS
 from .failures import error_summary, is_nonfinite
 
 TRIAL_TAG_KEYS = ("node_id", "node_ip", "gpu_ids", "hostname")
@@ -28,34 +27,6 @@ TRIAL_TAG_KEYS = ("node_id", "node_ip", "gpu_ids", "hostname")
 def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's config as the full flat RunConfig dict (what MLflow shows as params)."""
     return trial_config(config).to_flat()
-
-
-def _trial_artifacts(checkpoint: Any, data: Any, data_cfg: dict[str, Any] | None,
-                     max_images: int = 2048) -> dict[str, Any]:
-    """Ray task: evaluate a trial's best checkpoint on val -> PNG bytes + metrics."""
-    import torch
-
-    from ..evaluation import evaluate_checkpoint
-
-    torch.set_num_threads(1)
-    if data is not None:
-        bundle = bundle_from_shared(data)
-    else:
-        from ..config import DataConfig
-        from ..data.bundle import open_data
-
-        bundle = open_data(DataConfig(**data_cfg), device="cpu")
-    val = bundle.val
-    if len(val.labels) > max_images:
-        val = type(val)(val.images[:max_images], val.labels[:max_images],
-                        val.targets[:max_images])
-    with tempfile.TemporaryDirectory(prefix="eqcvt-art-") as tmp:
-        ckpt_dir = Path(tmp) / "ckpt"
-        checkpoint.to_directory(str(ckpt_dir))
-        out = Path(tmp) / "out"
-        metrics = evaluate_checkpoint(ckpt_dir, val, bundle.task, bundle.classes, out)
-        files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    return {"metrics": metrics, "files": files}
 
 
 def _best_checkpoint(trial: Any) -> Any:
@@ -75,15 +46,13 @@ class TrackingCallback(tune.Callback):
     """
 
     def __init__(self, request: SearchRequest, spec: SearchSpec, parent: tracking.RunRef,
-                 tracker: tracking.Tracker, eval_ref: Any, view: LiveView | None = None) -> None:
+                 tracker: tracking.Tracker, view: LiveView | None = None) -> None:
         self.request, self.spec, self.parent, self.tracker = request, spec, parent, tracker
-        self.eval_ref = eval_ref
         self.view = view
         self.metric, self.mode = spec.metric, spec.mode
         self.pbt = spec.scheduler == "pbt"
         self.runs: dict[str, tracking.RunRef] = {}
         self.best: dict[str, float] = {}
-        self.jobs: dict[str, tuple[Any, Any, Any]] = {}  # trial id -> (ref, trial, ckpt)
         self.statuses: dict[str, str] = {}
         self.timings: dict[str, dict[str, float]] = {}
         self.results: list[tuple[float, str, int, float]] = []  # (time, trial, epoch, value)
@@ -122,7 +91,7 @@ class TrackingCallback(tune.Callback):
             trial = finished.get(run["tags"].get(tracking.TAG_TRIAL_ID, ""))
             if (trial is not None and run["tags"].get(tracking.TAG_ARTIFACTS) != "done"
                     and _best_checkpoint(trial) is not None):
-                self._submit_artifacts(trial)
+                self._log_artifacts(trial)
 
     # -- runs
     def _run(self, trial: Any) -> tracking.RunRef:
@@ -215,53 +184,33 @@ class TrackingCallback(tune.Callback):
         if self.inert:
             return
         self.statuses[trial.trial_id] = "TERMINATED"
-        self._submit_artifacts(trial)
+        self._log_artifacts(trial)
 
-    def _submit_artifacts(self, trial: Any) -> None:
+    def _log_artifacts(self, trial: Any) -> None:
+        """Log the files the trial computed into its best checkpoint (pipeline/tune/
+        artifacts.py): the evaluation folder and the checkpoint itself."""
         ckpt = _best_checkpoint(trial)
         ref = self._run(trial)
         if ckpt is None:
             self.tracker.end_run(ref, tracking.FINISHED)
             return
-        task = ray.remote(_trial_artifacts).options(num_cpus=0, max_retries=0)
-        data_cfg = None
-        if self.eval_ref is None:  # the trial's own data (sampled data.* keys)
-            data_cfg = dataclasses.asdict(trial_config(trial.config).data)
-        job = task.remote(ckpt, self.eval_ref, data_cfg)
-        self.jobs[trial.trial_id] = (job, trial, ckpt)
-
-    def _collect(self, timeout: float = 0.0) -> None:
-        if not self.jobs:
-            return
-        refs = [j[0] for j in self.jobs.values()]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        for tid, (job, trial, ckpt) in list(self.jobs.items()):
-            if job not in ready:
-                continue
-            del self.jobs[tid]
-            self._log_artifacts(trial, job, ckpt)
-
-    def _log_artifacts(self, trial: Any, job: Any, ckpt: Any) -> None:
-        ref = self._run(trial)
         tmp = Path(tempfile.mkdtemp(prefix="eqcvt-art-"))
         try:
-            try:
-                out = ray.get(job)
-            except Exception as err:  # noqa: BLE001 - artefacts must not fail the search
-                self.tracker.set_tags(ref, {"eqcvt.artifacts_error": str(err)[:500]})
-            else:
-                ev = tmp / "evaluation"
-                ev.mkdir()
-                for name, blob in out["files"].items():
-                    (ev / name).write_bytes(blob)
-                self.tracker.log_artifacts(ref, ev, "evaluation")
-                keep = {k: v for k, v in out["metrics"].items()
-                        if k in ("invariance_error", "rotation_logit_std", "num_params")}
-                self.tracker.log_metrics(ref, keep, step=0, skip_logged=False)
             best = tmp / "best_checkpoint"
             ckpt.to_directory(str(best))
+            if (best / EVAL_DIR / EVAL_FILE).is_file():
+                ev = Path(shutil.move(str(best / EVAL_DIR), str(tmp / EVAL_DIR)))
+                self.tracker.log_artifacts(ref, ev, "evaluation")
+                out = json.loads((ev / EVAL_FILE).read_text())
+                keep = {k: float(v) for k, v in out.items() if k in LOGGED_METRICS}
+                self.tracker.log_metrics(ref, keep, step=0, skip_logged=False)
+            else:
+                self.tracker.set_tags(ref, {"eqcvt.artifacts_error":
+                                            "the best checkpoint holds no evaluation"})
             self.tracker.log_artifacts(ref, best, "best_checkpoint")
             self.tracker.set_tags(ref, {tracking.TAG_ARTIFACTS: "done"})
+        except Exception as err:  # noqa: BLE001 - artefacts must not fail the search
+            self.tracker.set_tags(ref, {"eqcvt.artifacts_error": str(err)[:500]})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.tracker.end_run(ref, tracking.FINISHED)
@@ -269,7 +218,6 @@ class TrackingCallback(tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.inert:
             return
-        self._collect()
         self.tracker.flush()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -277,9 +225,6 @@ class TrackingCallback(tune.Callback):
             return
         if not self._seen_start:  # restored a search whose trials had all finished
             self._recover_artifacts(trials)
-        deadline = time.monotonic() + 600
-        while self.jobs and time.monotonic() < deadline:
-            self._collect(timeout=5.0)
         # Tune marks every trial TERMINATED when it stops on Ctrl-C; only the completions
         # and errors this callback saw (or an earlier session finished) are real.
         for trial in trials:

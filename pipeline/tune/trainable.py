@@ -20,6 +20,7 @@ from ray import tune
 
 from ..procs import owner_token, remove_orphans
 from ..search import trial_config
+from .artifacts import BestEpochEvaluation
 from .data import bundle_from_shared
 
 ORIGIN_FILE = "origin.json"  # in every checkpoint: which trial wrote it, at which epoch
@@ -29,6 +30,8 @@ ORIGIN_FILE = "origin.json"  # in every checkpoint: which trial wrote it, at whi
 class TrialOptions:
     pbt: bool = False
     threads: int = 1
+    metric: str = "val_acc"  # the search's: which epochs get their artefacts evaluated
+    mode: str = "max"
 
 
 class _TuneReporter:
@@ -51,7 +54,7 @@ def train_trial(config: dict[str, Any], data: Any = None,
     """One trial: flat (or HyperOpt-nested) config -> RunConfig -> engine.fit."""
     import torch
 
-    from ..engine import fit
+    from ..engine import fit, resolve_device
 
     t_start = time.time()
     for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created" per epoch
@@ -71,7 +74,8 @@ def train_trial(config: dict[str, Any], data: Any = None,
         "restored_from_epoch": 0.0,
         "data_from_object_store": float(data is not None),
     }
-    bundle = bundle_from_shared(data) if data is not None else None
+    device = resolve_device(cfg.train.device)
+    bundle = bundle_from_shared(data) if data is not None else _open_trial_data(cfg, device)
     resume_dir = None
     _sweep_stale_workdirs()
     work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{owner_token()}-{trial_id}-"))
@@ -87,9 +91,11 @@ def train_trial(config: dict[str, Any], data: Any = None,
                 info.update(restored_from_trial=str(o["trial_id"]),
                             restored_from_epoch=float(o["epoch"]))
         info["setup_s"] = time.time() - t_start
+        artefacts = BestEpochEvaluation(bundle, options.metric, options.mode, device,
+                                        cfg.train.eval_batch_size)
         fit(
             cfg,
-            [_TuneReporter(trial_id, info)],
+            [artefacts, _TuneReporter(trial_id, info)],
             data=bundle,
             resume_from=resume_dir,
             run_until_stopped=options.pbt,
@@ -98,6 +104,13 @@ def train_trial(config: dict[str, Any], data: Any = None,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _open_trial_data(cfg: Any, device: Any) -> Any:
+    """The trial's own data (data.* sampled, or on-the-fly: simulated on its device)."""
+    from ..data.bundle import open_data
+
+    return open_data(cfg.data, device=str(device) if cfg.data.on_the_fly else "cpu")
 
 
 _WORK_PREFIX = "eqcvt-trial-"

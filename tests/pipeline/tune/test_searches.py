@@ -99,6 +99,15 @@ def test_asha_hyperopt_on_two_nodes(finished_search):
         assert {"evaluation/roc.png", "evaluation/confusion.png"} <= ev
         assert "best_checkpoint/state.pt" in tracker.list_artifacts(r["run_id"],
                                                                      "best_checkpoint")
+        # computed by the trial on its own val images: equal to the metrics of the epoch it
+        # was ranked on (the best val_acc), not a second evaluation on the driver's copy
+        ev_dir = tracker.download(r["run_id"], "evaluation", fs["work"] / r["run_id"])
+        ev = json.loads((Path(ev_dir) / "evaluation.json").read_text())
+        history = {k: dict(tracker.metric_history(r["run_id"], k))
+                   for k in ("val_acc", "val_loss")}
+        assert ev["val_acc"] == r["metrics"]["best_val_acc"]
+        assert any(abs(loss - ev["val_loss"]) < 1e-5 and history["val_acc"][e] == ev["val_acc"]
+                   for e, loss in history["val_loss"].items()), (ev, history)
     out = fs["proc"].stdout
     assert "leaderboard" in out
 
