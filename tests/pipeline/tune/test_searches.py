@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from pipeline import tracking as T  # noqa: E402
+from pipeline import tracking  # noqa: E402
 from pipeline import tune as ptune  # noqa: E402
 
 from ..conftest import TINY_DATA, TINY_MODEL, cli_env, run_cli, sets  # noqa: E402
@@ -73,16 +73,16 @@ def test_asha_hyperopt_on_two_nodes(finished_search):
     """Every trial ran (on both nodes), ended FINISHED as a nested child run with per-epoch
     metrics and its end-of-trial artefacts; the parent run holds the YAML and manifest."""
     fs = finished_search
-    tracker = T.Tracker(fs["uri"], fs["experiment"])
+    tracker = tracking.Tracker(fs["uri"], fs["experiment"])
     (parent,) = tracker.runs(kind="search")
-    assert parent["status"] == T.FINISHED
-    assert parent["tags"][T.TAG_GIT]
+    assert parent["status"] == tracking.FINISHED
+    assert parent["tags"][tracking.TAG_GIT]
     assert {"default.yaml", "manifest.json"} <= set(tracker.list_artifacts(parent["run_id"]))
     trials = tracker.runs(kind="trial")
     assert len(trials) == fs["num_samples"]
-    assert {r["status"] for r in trials} == {T.FINISHED}
-    assert {r["tags"][T.TAG_PARENT] for r in trials} == {parent["run_id"]}
-    assert len({r["tags"][T.TAG_TRIAL_ID] for r in trials}) == fs["num_samples"]
+    assert {r["status"] for r in trials} == {tracking.FINISHED}
+    assert {r["tags"][tracking.TAG_PARENT] for r in trials} == {parent["run_id"]}
+    assert len({r["tags"][tracking.TAG_TRIAL_ID] for r in trials}) == fs["num_samples"]
     nodes = {r["tags"]["ray.node_id"] for r in trials}
     assert len(nodes) == 2, nodes  # trials seen on both nodes
     groups = set()
@@ -125,15 +125,15 @@ def test_pbt_exploit_loads_donor_checkpoint(ray_cluster, tmp_path):
     # members that are running side by side.
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert (tmp_path / "results" / "pbt" / "pbt_global.txt").is_file(), proc.stdout[-4000:]
-    tracker = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pbt")
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pbt")
     trials = tracker.runs(kind="trial")
-    assert len(trials) == 3 and {r["status"] for r in trials} == {T.FINISHED}
+    assert len(trials) == 3 and {r["status"] for r in trials} == {tracking.FINISHED}
     exploited = [r for r in trials if "pbt.last_exploit" in r["tags"]]
     assert exploited, "no PBT exploit happened"
-    ids = {r["tags"][T.TAG_TRIAL_ID] for r in trials}
+    ids = {r["tags"][tracking.TAG_TRIAL_ID] for r in trials}
     for r in exploited:
         donor, epoch = r["tags"]["pbt.last_exploit"].split("@")
-        assert donor in ids and donor != r["tags"][T.TAG_TRIAL_ID] and int(epoch) >= 1
+        assert donor in ids and donor != r["tags"][tracking.TAG_TRIAL_ID] and int(epoch) >= 1
         # the mutated lr is the one the optimiser used after the exploit
         lrs = dict(tracker.metric_history(r["run_id"], "lr"))
         mutated = dict(tracker.metric_history(r["run_id"], "pbt/train.lr"))
@@ -149,7 +149,7 @@ def _epochs_logged(db: Path, experiment: str) -> int:
     if not db.exists():
         return 0
     try:
-        runs = T.Tracker(f"sqlite:///{db}", experiment).runs(kind="trial")
+        runs = tracking.Tracker(f"sqlite:///{db}", experiment).runs(kind="trial")
     except Exception:  # noqa: BLE001 - the store is being created by the driver
         return 0
     return int(sum(r["metrics"].get("epoch", 0) for r in runs))
@@ -192,50 +192,50 @@ def test_sigint_and_sigterm_leave_resumable_state(ray_cluster, tmp_path):
     rc, out = _interrupt(run, tmp_path, env, db, "sig", signal.SIGINT)
     assert rc == 130, out[-5000:]
     assert "eqcvt-search resume" in out
-    tracker = T.Tracker(f"sqlite:///{db}", "sig")
-    assert T.RUNNING not in {r["status"] for r in tracker.runs()}, "a run was left RUNNING"
+    tracker = tracking.Tracker(f"sqlite:///{db}", "sig")
+    assert tracking.RUNNING not in {r["status"] for r in tracker.runs()}, "a run was left RUNNING"
 
     rc, out = _interrupt(["resume", str(path)], tmp_path, env, db, "sig", signal.SIGTERM)
     assert rc in (0, 130), out[-5000:]
-    assert T.RUNNING not in {r["status"] for r in tracker.runs()}
+    assert tracking.RUNNING not in {r["status"] for r in tracker.runs()}
 
     proc = run_cli(["resume", str(path)], tmp_path, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert f"{n} TERMINATED" in proc.stderr
     trials = tracker.runs(kind="trial")
-    assert len(trials) == n, [r["tags"].get(T.TAG_TRIAL_ID) for r in trials]
-    assert len({r["tags"][T.TAG_TRIAL_ID] for r in trials}) == n
-    assert {r["status"] for r in trials} == {T.FINISHED}
+    assert len(trials) == n, [r["tags"].get(tracking.TAG_TRIAL_ID) for r in trials]
+    assert len({r["tags"][tracking.TAG_TRIAL_ID] for r in trials}) == n
+    assert {r["status"] for r in trials} == {tracking.FINISHED}
     for r in trials:
         steps = [s for s, _ in tracker.metric_history(r["run_id"], "epoch")]
         assert sorted(steps) == list(range(1, epochs + 1)), steps
     (parent,) = tracker.runs(kind="search")
-    assert parent["status"] == T.FINISHED
+    assert parent["status"] == tracking.FINISHED
 
     # resuming a finished search changes nothing and says it is done
     proc = run_cli(["resume", str(path)], tmp_path, env)
     assert proc.returncode == 0 and f"{n} TERMINATED" in proc.stderr, proc.stderr[-3000:]
     assert len(tracker.runs(kind="trial")) == n
-    assert {r["status"] for r in tracker.runs()} == {T.FINISHED}
+    assert {r["status"] for r in tracker.runs()} == {tracking.FINISHED}
     meta = json.loads((path / ptune.META_FILE).read_text())
     assert meta["parent_run_id"] == parent["run_id"]
 
     # A driver killed after a trial finished but before its artefacts were logged leaves the
     # run RUNNING with no artefacts: the next resume logs them and ends the run.
     lost = trials[0]["run_id"]
-    tracker.client.delete_tag(lost, T.TAG_ARTIFACTS)
+    tracker.client.delete_tag(lost, tracking.TAG_ARTIFACTS)
     shutil.rmtree(Path(unquote(urlparse(tracker.client.get_run(lost).info.artifact_uri).path)))
-    tracker.client.update_run(lost, status=T.RUNNING)
+    tracker.client.update_run(lost, status=tracking.RUNNING)
     assert not tracker.client.list_artifacts(lost)
     proc = run_cli(["resume", str(path)], tmp_path, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     run = tracker.client.get_run(lost)
-    assert run.info.status == T.FINISHED and run.data.tags[T.TAG_ARTIFACTS] == "done"
+    assert run.info.status == tracking.FINISHED and run.data.tags[tracking.TAG_ARTIFACTS] == "done"
     assert {a.path for a in tracker.client.list_artifacts(lost)} == {
         "best_checkpoint", "evaluation"}
     assert tracker.client.list_artifacts(lost, "evaluation")
     assert len(tracker.runs(kind="trial")) == n
-    assert {r["status"] for r in tracker.runs()} == {T.FINISHED}
+    assert {r["status"] for r in tracker.runs()} == {tracking.FINISHED}
 
 
 @pytest.mark.slow
@@ -276,8 +276,8 @@ def test_every_shipped_space_runs_on_a_tiny_budget(ray_cluster, tmp_path):
     for name, statuses in res.items():
         assert statuses and set(statuses.values()) == {"TERMINATED"}, (name, statuses)
     for name in res:
-        runs = T.Tracker(f"sqlite:///{tmp_path}/m.db", name).runs(kind="trial")
-        assert runs and {r["status"] for r in runs} == {T.FINISHED}
+        runs = tracking.Tracker(f"sqlite:///{tmp_path}/m.db", name).runs(kind="trial")
+        assert runs and {r["status"] for r in runs} == {tracking.FINISHED}
 
 
 @pytest.mark.slow
@@ -292,10 +292,10 @@ def test_nan_loss_errors_the_trial_and_the_search_goes_on(ray_cluster, tmp_path)
                     str(tmp_path / "results"), "--num-samples", "1",
                     *sets(TINY_DATA, TINY_MODEL)], tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    runs = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan").runs(kind="trial")
+    runs = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan").runs(kind="trial")
     by_status = {r["status"]: r for r in runs}
-    assert set(by_status) == {T.FINISHED, T.FAILED}
-    failed = by_status[T.FAILED]
+    assert set(by_status) == {tracking.FINISHED, tracking.FAILED}
+    failed = by_status[tracking.FAILED]
     assert "non-finite training loss" in failed["tags"]["eqcvt.error"]
     assert int(failed["tags"].get("tune.retries", "1")) <= 1  # no endless retries
 
@@ -320,11 +320,11 @@ def test_trials_failing_with_one_error_stop_the_search_resumably(ray_cluster, tm
     assert err.count("search stopped: 5 trials in a row failed with:") == 1, err[-3000:]
     assert "non-finite training loss" in err
     assert f"eqcvt-search resume {tmp_path / 'results' / 'stop'}" in err
-    tracker = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "stop")
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "stop")
     trials = tracker.runs(kind="trial")
     assert 5 <= len(trials) < n, len(trials)  # stopped instead of running every trial
-    assert sum(r["status"] == T.FAILED for r in trials) >= 5
-    assert T.RUNNING not in {r["status"] for r in tracker.runs()}
+    assert sum(r["status"] == tracking.FAILED for r in trials) >= 5
+    assert tracking.RUNNING not in {r["status"] for r in tracker.runs()}
     (parent,) = tracker.runs(kind="search")
     assert "5 trials in a row" in parent["tags"]["eqcvt.stopped"]
     assert tune.Tuner.can_restore(str(tmp_path / "results" / "stop"))
