@@ -18,6 +18,7 @@ from typing import Any
 
 EXIT_INTERRUPTED = 130
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # the search ran but failed: no trial finished, or stopped on one error
 DEFAULT_SPACE = "default"
 
 
@@ -45,10 +46,8 @@ def default_storage() -> str:
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """KEY=VALUE pins; values are YAML scalars (1e-3, true, C8) typed by the config key."""
-    import yaml
-
-    from .config import key_type
+    """KEY=VALUE pins (1e-3, true, C8), typed by the config key (`config.parse_value`)."""
+    from .config import parse_value
 
     out: dict[str, Any] = {}
     for item in items:
@@ -56,13 +55,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE (e.g. data.n_train=64), got {item!r}")
-        base, _ = key_type(key)  # unknown key: ValueError naming it
-        parsed = yaml.safe_load(value)
-        if base is str or (parsed is None and value):
-            parsed = value if value != "None" else None
-        elif base in (int, float) and isinstance(parsed, str):
-            parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string
-        out[key] = parsed
+        out[key] = parse_value(key, value)  # unknown key or bad value: ValueError naming it
     return out
 
 
@@ -154,8 +147,8 @@ def _console() -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import tracking as T
-    from .search_space import load_search_space
+    from . import tracking
+    from .search import SearchRequest
 
     space = shipped_space(args.space)
     fixed = parse_sets(args.set)
@@ -163,32 +156,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         fixed.update({"data.source": "simulate", "data.preset": args.simulate})
     if args.data:
         fixed.update({"data.source": "shards", "data.path": str(Path(args.data).resolve())})
-    spec = load_search_space(space)  # validate before anything else (names file and key)
-    experiment = args.experiment or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = args.storage_path or default_storage()
     if "://" not in storage:
         storage = str(Path(storage).resolve())
-    uri = T.resolve_tracking_uri(args.tracking_uri)
-    T.check_server(uri)
-
-    from . import tune as ptune
-
-    request = ptune.SearchRequest(
-        space_file=str(space), space_text=space.read_text(), experiment=experiment,
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    request = SearchRequest(
+        space_file=str(space), space_text=space.read_text(), experiment=args.experiment or "",
         storage_path=storage, tracking_uri=uri, fixed=fixed, max_epochs=args.epochs,
         num_samples=args.num_samples, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
         address=args.address,
     )
-    request.spec()  # CLI pins validated too, before Ray starts
+    spec = request.spec()  # the one parse: YAML, pins and budget, before Ray starts
+    experiment = request.experiment = (
+        args.experiment or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    from . import tune as ptune  # run_search checks the tracking server before Ray starts
+
     console = _console()
     console.print(f"[bold]eqcvt-search[/] {experiment}: {space} -> {request.experiment_path}")
     console.print(f"MLflow: {uri}")
-    return _report_outcome(ptune.run_search(request), console)
+    return _report_outcome(ptune.run_search(request, spec=spec), console)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from . import tune as ptune
+    from .search.storage import join
 
     storage = args.storage_path or default_storage()
     target = args.target
@@ -197,7 +190,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     elif "://" in target or os.sep in target or Path(target).exists():
         path = target if "://" in target else str(Path(target).resolve())
     else:
-        path = ptune._join(storage, target)
+        path = join(storage, target)
     console = _console()
     console.print(f"[bold]eqcvt-search resume[/] {path}")
     outcome = ptune.resume_search(path, address=args.address, tracking_uri=args.tracking_uri)
@@ -213,6 +206,9 @@ def _report_outcome(outcome: Any, console: Any) -> int:
     for s in outcome.statuses.values():
         counts[s] = counts.get(s, 0) + 1
     console.print("trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if outcome.failure:
+        console.print(f"[red]{outcome.failure}[/]")
+        return EXIT_FAILED
     if outcome.interrupted:
         console.print(f"[yellow]interrupted; state saved. Continue with:[/] "
                       f"eqcvt-search resume {outcome.experiment_path}")
@@ -278,14 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(cluster_main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv or ["run"])
-    from . import tracking as T
-    from .search_space import SearchSpaceError
+    from . import tracking
+    from .search import SearchSpaceError
 
     if args.command in ("run", "resume"):
         _sigterm_interrupts()
     try:
         return COMMANDS[args.command](args)
-    except (SearchSpaceError, T.TrackingUnavailable, FileNotFoundError, ValueError) as err:
+    except (SearchSpaceError, tracking.TrackingUnavailable, FileNotFoundError, ValueError) as err:
         print(f"eqcvt-search: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

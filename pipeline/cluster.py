@@ -6,7 +6,7 @@ image's Ray version equals the pin (a mismatch fails late and obscurely), result
 storage (Ray no longer syncs trial files between nodes), the head runs no trials, MLflow and the
 dashboard listen on loopback only, and Ray's token auth stays on.
 
-This is the one module besides pipeline/tune.py that touches ray: it imports Ray's autoscaler
+This is the one module besides pipeline/tune/ that touches ray: it imports Ray's autoscaler
 utilities, lazily, inside `ray_schema_errors`.
 """
 

@@ -261,7 +261,7 @@ def coerce_value(key: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         raise ValueError(
             f"{key} got a nested mapping {value!r}: flatten HyperOpt's nested choices with "
-            "pipeline.search_space.flatten_sampled first"
+            "pipeline.search.flatten_sampled first"
         )
     if base is bool:
         if isinstance(value, bool):
@@ -277,6 +277,47 @@ def coerce_value(key: str, value: Any) -> Any:
     elif base is str and isinstance(value, str):
         return value
     raise ValueError(f"{key} expects {base.__name__}, got {value!r} ({type(value).__name__})")
+
+
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off")
+
+
+def parse_value(key: str, value: Any) -> Any:
+    """The one value parser: a value for a dotted key from any source, typed by the key.
+
+    Text comes from `--set KEY=VALUE`, MLflow params (always strings) and YAML strings
+    (YAML 1.1 reads `1e-4` as one): "None"/"null" is None for an optional key, "true"/"False"
+    a bool, "64" or "1e3" a number. Typed values (YAML, Tune samples) pass through
+    `coerce_value`. A wrong value is a ValueError naming the key.
+    """
+    base, optional = key_type(key)
+    if isinstance(value, str) and base is not str:
+        value = _from_text(key, base, value.strip())
+    elif isinstance(value, str) and optional and value in ("None", "null", "~"):
+        value = None
+    return coerce_value(key, value)
+
+
+def _from_text(key: str, base: type, text: str) -> Any:
+    if text in ("None", "null", "~", ""):
+        return None  # coerce_value: fine for an optional key, else an error naming it
+    if base is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"{key} expects true or false, got {text!r}")
+    if base is int:
+        try:
+            return int(text)
+        except ValueError:
+            pass  # "1e3", "2.0": through float; coerce_value keeps integral ones
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{key} expects a number, got {text!r}") from None
+    return number
 
 
 @cache

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import tracking as T
-from .config import RunConfig, flat_keys, key_type
+from .config import RunConfig, flat_keys, parse_value
 
 
 @dataclass
@@ -55,23 +55,7 @@ def _jsonable(x: Any) -> Any:
 
 def parse_params(params: Mapping[str, str]) -> dict[str, Any]:
     """MLflow params (strings) of a trial run -> the typed flat RunConfig dict."""
-    out: dict[str, Any] = {}
-    for key in flat_keys():
-        if key not in params:
-            continue
-        text = params[key]
-        base, optional = key_type(key)
-        if text == "None" and optional:
-            out[key] = None
-        elif base is bool:
-            out[key] = text == "True"
-        elif base is int:
-            out[key] = int(float(text))
-        elif base is float:
-            out[key] = float(text)
-        else:
-            out[key] = text
-    return out
+    return {key: parse_value(key, params[key]) for key in flat_keys() if key in params}
 
 
 def search_settings(tracker: T.Tracker) -> tuple[str, str]:

@@ -92,3 +92,35 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for cmd in ("run", "resume", "final", "report", "predict", "cluster-check"):
         assert cmd in out
+
+
+def test_run_parses_the_space_once_and_checks_the_server_once(tmp_path, monkeypatch):
+    """One parse of the YAML (with the pins and budget) and one server check per command,
+    all before Ray is joined."""
+    pytest.importorskip("ray")
+    import pipeline.search.parse as parse
+    import pipeline.tracking as tracking
+    import pipeline.tune.driver as driver
+
+    calls = {"parse": 0, "check": 0}
+    real_parse = parse.parse_search_space
+
+    def counting_parse(*a, **k):
+        calls["parse"] += 1
+        return real_parse(*a, **k)
+
+    def counting_check(*a, **k):
+        calls["check"] += 1
+
+    def no_ray(address):
+        assert calls == {"parse": 1, "check": 1}, calls  # everything before Ray
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parse, "parse_search_space", counting_parse)
+    monkeypatch.setattr(tracking, "check_server", counting_check)
+    monkeypatch.setattr(driver, "connect", no_ray)
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["run", "--set", "data.n_train=16", "--epochs", "1",
+                   "--storage-path", str(tmp_path / "r")])
+    assert rc == cli.EXIT_INTERRUPTED
+    assert calls == {"parse": 1, "check": 1}

@@ -14,6 +14,7 @@ from pipeline.config import (
     TrainConfig,
     coerce_value,
     flat_keys,
+    parse_value,
 )
 
 
@@ -140,3 +141,35 @@ def test_coerce_value_direct():
     assert coerce_value("train.seed", 3.0) == 3
     with pytest.raises(ValueError, match="unknown config key"):
         coerce_value("train.nope", 1)
+
+
+def test_parse_value_round_trips_every_key_through_text():
+    """MLflow stores params as str(value): every default comes back as itself."""
+    for key, value in RunConfig(
+        model=ModelSection(group="C8", dropout=0.1, fields=2), train=TrainConfig(lr=3e-4)
+    ).to_flat().items():
+        assert parse_value(key, str(value)) == value, key
+        assert parse_value(key, value) == value, key
+
+
+@pytest.mark.parametrize("text, typed", [("1e-3", 1e-3), ("0.5", 0.5), (" 2 ", 2.0)])
+def test_parse_value_same_from_text_and_typed(text, typed):
+    """--set text, a YAML string (YAML 1.1 reads 1e-3 as one) and a YAML number agree."""
+    assert parse_value("train.lr", text) == parse_value("train.lr", typed) == float(typed)
+
+
+def test_parse_value_types_by_key():
+    assert parse_value("data.n_train", "64") == 64 and parse_value("data.n_train", "1e3") == 1000
+    assert parse_value("data.on_the_fly", "true") is True
+    assert parse_value("data.on_the_fly", "False") is False
+    assert parse_value("model.fields", "None") is None
+    assert parse_value("model.group", "C8") == "C8"
+    assert parse_value("model.group", "None") is None
+    with pytest.raises(ValueError, match="data.n_train"):
+        parse_value("data.n_train", "many")
+    with pytest.raises(ValueError, match="data.n_train"):
+        parse_value("data.n_train", "1.5")
+    with pytest.raises(ValueError, match="data.on_the_fly"):
+        parse_value("data.on_the_fly", "maybe")
+    with pytest.raises(ValueError, match="train.lr"):
+        parse_value("train.lr", "None")  # not optional

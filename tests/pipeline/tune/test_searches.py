@@ -1,5 +1,5 @@
-"""Ray Tune side of a search: space conversion, data sharing, and real searches on a private
-two-node cluster (ASHA + HyperOpt across nodes, PBT exploits, Ctrl-C / SIGTERM + resume)."""
+"""Real searches on a private two-node cluster: ASHA + HyperOpt across nodes, PBT exploits,
+Ctrl-C / SIGTERM + resume, NaN losses."""
 
 from __future__ import annotations
 
@@ -16,14 +16,11 @@ import pytest
 
 pytest.importorskip("ray")
 
-from pipeline import tracking as T  # noqa: E402
+from pipeline import tracking  # noqa: E402
 from pipeline import tune as ptune  # noqa: E402
-from pipeline.config import RunConfig  # noqa: E402
-from pipeline.search_space import flatten_sampled, load_search_space  # noqa: E402
 
-from .conftest import TINY_DATA, TINY_MODEL, cli_env, run_cli, sets  # noqa: E402
+from ..conftest import TINY_DATA, TINY_MODEL, cli_env, run_cli, sets  # noqa: E402
 
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TINY_YAML = """
 name: {name}
 scheduler: {scheduler}
@@ -68,90 +65,6 @@ params:
   train.batch_size: 32
 """
 
-
-# ----------------------------------------------------------------------------- no cluster
-
-
-@pytest.mark.parametrize("name", ["default", "asha_hyperopt", "pbt", "baselines"])
-def test_build_search_for_shipped_spaces(name):
-    spec = load_search_space(SPACES / f"{name}.yaml")
-    space, searcher, scheduler = ptune.build_search(spec)
-    kind = type(scheduler).__name__
-    assert kind == {"asha": "AsyncHyperBandScheduler", "pbt": "PopulationBasedTraining",
-                    "fifo": "FIFOScheduler"}[spec.scheduler]
-    if spec.searcher == "hyperopt" or spec.has_conditionals:
-        assert type(searcher).__name__ == "HyperOptSearch" and space == {}
-    else:
-        assert "train.epochs" in space
-
-
-@pytest.mark.parametrize("name", ["default", "asha_hyperopt"])
-def test_hyperopt_space_samples_valid_nested_configs(name):
-    """Conditional choices become nested hp.choice; every draw flattens to a valid config
-    whose fields respect the branch it came from."""
-    from hyperopt.pyll import stochastic
-
-    spec = load_search_space(SPACES / f"{name}.yaml")
-    space = ptune.hyperopt_space(spec)
-    rng = __import__("numpy").random.default_rng(0)
-    groups = set()
-    for _ in range(30):
-        flat = flatten_sampled(stochastic.sample(space, rng=rng))
-        cfg = RunConfig.from_flat(flat)
-        assert cfg.train.epochs == spec.max_epochs
-        groups.add(cfg.model.group)
-    assert len(groups) >= 2
-
-
-def test_pbt_mutations_only_optimiser_values():
-    spec = load_search_space(SPACES / "pbt.yaml")
-    _, _, scheduler = ptune.build_search(spec)
-    assert set(scheduler._hyperparam_mutations) <= {"train.lr", "train.weight_decay",
-                                                     "train.momentum"}
-
-
-def test_request_budget_overrides_and_round_trip(tmp_path):
-    text = (SPACES / "asha_hyperopt.yaml").read_text()
-    req = ptune.SearchRequest(space_file="asha_hyperopt.yaml", space_text=text,
-                              experiment="x", storage_path=str(tmp_path),
-                              tracking_uri="sqlite:///x.db", max_epochs=1, num_samples=2,
-                              fixed={"data.n_train": 16, "train.batch_size": 8})
-    spec = req.spec()
-    assert (spec.max_epochs, spec.grace_period, spec.num_samples) == (1, 1, 2)
-    assert spec.params["data.n_train"] == 16 and spec.params["train.batch_size"] == 8
-    again = ptune.SearchRequest.from_json(req.to_json())
-    assert again.spec() == spec
-    assert req.resources(spec) == {"cpu": 4.0, "gpu": 0.25}
-    req.cpus_per_trial, req.gpus_per_trial = 1, 0
-    assert req.resources(spec) == {"cpu": 1.0, "gpu": 0.0}
-
-
-def test_shared_bundle_round_trip_without_copy():
-    import torch
-
-    from pipeline.data.bundle import DataBundle, Split
-
-    def split(n):
-        return Split(torch.rand(n, 1, 8, 8), torch.arange(n) % 2, torch.zeros(n, 0))
-
-    bundle = DataBundle("binary", ("no_sub", "sub"), (1, 8, 8), split(6), split(4), split(4),
-                        None, {"a": 1})
-    shared = ptune.share_bundle(bundle)
-    back = ptune.bundle_from_shared(shared)
-    assert torch.equal(back.train.images, bundle.train.images)
-    assert back.train.images.data_ptr() == shared["train"]["images"].ctypes.data  # a view
-    assert len(back.test.labels) == 0 and back.classes == bundle.classes
-
-
-def test_data_is_searched():
-    spec = load_search_space(SPACES / "default.yaml")
-    assert not ptune.data_is_searched(spec)
-    assert ptune.data_is_searched(spec.replace(params={**spec.params,
-                                                       "data.seed": __import__(
-                                                           "pipeline.search_space",
-                                                           fromlist=["Choice"]).Choice((0, 1))}))
-
-
 # ----------------------------------------------------------------------------- on the cluster
 
 
@@ -160,16 +73,16 @@ def test_asha_hyperopt_on_two_nodes(finished_search):
     """Every trial ran (on both nodes), ended FINISHED as a nested child run with per-epoch
     metrics and its end-of-trial artefacts; the parent run holds the YAML and manifest."""
     fs = finished_search
-    tracker = T.Tracker(fs["uri"], fs["experiment"])
+    tracker = tracking.Tracker(fs["uri"], fs["experiment"])
     (parent,) = tracker.runs(kind="search")
-    assert parent["status"] == T.FINISHED
-    assert parent["tags"][T.TAG_GIT]
+    assert parent["status"] == tracking.FINISHED
+    assert parent["tags"][tracking.TAG_GIT]
     assert {"default.yaml", "manifest.json"} <= set(tracker.list_artifacts(parent["run_id"]))
     trials = tracker.runs(kind="trial")
     assert len(trials) == fs["num_samples"]
-    assert {r["status"] for r in trials} == {T.FINISHED}
-    assert {r["tags"][T.TAG_PARENT] for r in trials} == {parent["run_id"]}
-    assert len({r["tags"][T.TAG_TRIAL_ID] for r in trials}) == fs["num_samples"]
+    assert {r["status"] for r in trials} == {tracking.FINISHED}
+    assert {r["tags"][tracking.TAG_PARENT] for r in trials} == {parent["run_id"]}
+    assert len({r["tags"][tracking.TAG_TRIAL_ID] for r in trials}) == fs["num_samples"]
     nodes = {r["tags"]["ray.node_id"] for r in trials}
     assert len(nodes) == 2, nodes  # trials seen on both nodes
     groups = set()
@@ -186,6 +99,15 @@ def test_asha_hyperopt_on_two_nodes(finished_search):
         assert {"evaluation/roc.png", "evaluation/confusion.png"} <= ev
         assert "best_checkpoint/state.pt" in tracker.list_artifacts(r["run_id"],
                                                                      "best_checkpoint")
+        # computed by the trial on its own val images: equal to the metrics of the epoch it
+        # was ranked on (the best val_acc), not a second evaluation on the driver's copy
+        ev_dir = tracker.download(r["run_id"], "evaluation", fs["work"] / r["run_id"])
+        ev = json.loads((Path(ev_dir) / "evaluation.json").read_text())
+        history = {k: dict(tracker.metric_history(r["run_id"], k))
+                   for k in ("val_acc", "val_loss")}
+        assert ev["val_acc"] == r["metrics"]["best_val_acc"]
+        assert any(abs(loss - ev["val_loss"]) < 1e-5 and history["val_acc"][e] == ev["val_acc"]
+                   for e, loss in history["val_loss"].items()), (ev, history)
     out = fs["proc"].stdout
     assert "leaderboard" in out
 
@@ -203,15 +125,15 @@ def test_pbt_exploit_loads_donor_checkpoint(ray_cluster, tmp_path):
     # members that are running side by side.
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert (tmp_path / "results" / "pbt" / "pbt_global.txt").is_file(), proc.stdout[-4000:]
-    tracker = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pbt")
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pbt")
     trials = tracker.runs(kind="trial")
-    assert len(trials) == 3 and {r["status"] for r in trials} == {T.FINISHED}
+    assert len(trials) == 3 and {r["status"] for r in trials} == {tracking.FINISHED}
     exploited = [r for r in trials if "pbt.last_exploit" in r["tags"]]
     assert exploited, "no PBT exploit happened"
-    ids = {r["tags"][T.TAG_TRIAL_ID] for r in trials}
+    ids = {r["tags"][tracking.TAG_TRIAL_ID] for r in trials}
     for r in exploited:
         donor, epoch = r["tags"]["pbt.last_exploit"].split("@")
-        assert donor in ids and donor != r["tags"][T.TAG_TRIAL_ID] and int(epoch) >= 1
+        assert donor in ids and donor != r["tags"][tracking.TAG_TRIAL_ID] and int(epoch) >= 1
         # the mutated lr is the one the optimiser used after the exploit
         lrs = dict(tracker.metric_history(r["run_id"], "lr"))
         mutated = dict(tracker.metric_history(r["run_id"], "pbt/train.lr"))
@@ -227,7 +149,7 @@ def _epochs_logged(db: Path, experiment: str) -> int:
     if not db.exists():
         return 0
     try:
-        runs = T.Tracker(f"sqlite:///{db}", experiment).runs(kind="trial")
+        runs = tracking.Tracker(f"sqlite:///{db}", experiment).runs(kind="trial")
     except Exception:  # noqa: BLE001 - the store is being created by the driver
         return 0
     return int(sum(r["metrics"].get("epoch", 0) for r in runs))
@@ -270,50 +192,50 @@ def test_sigint_and_sigterm_leave_resumable_state(ray_cluster, tmp_path):
     rc, out = _interrupt(run, tmp_path, env, db, "sig", signal.SIGINT)
     assert rc == 130, out[-5000:]
     assert "eqcvt-search resume" in out
-    tracker = T.Tracker(f"sqlite:///{db}", "sig")
-    assert T.RUNNING not in {r["status"] for r in tracker.runs()}, "a run was left RUNNING"
+    tracker = tracking.Tracker(f"sqlite:///{db}", "sig")
+    assert tracking.RUNNING not in {r["status"] for r in tracker.runs()}, "a run was left RUNNING"
 
     rc, out = _interrupt(["resume", str(path)], tmp_path, env, db, "sig", signal.SIGTERM)
     assert rc in (0, 130), out[-5000:]
-    assert T.RUNNING not in {r["status"] for r in tracker.runs()}
+    assert tracking.RUNNING not in {r["status"] for r in tracker.runs()}
 
     proc = run_cli(["resume", str(path)], tmp_path, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert f"{n} TERMINATED" in proc.stderr
     trials = tracker.runs(kind="trial")
-    assert len(trials) == n, [r["tags"].get(T.TAG_TRIAL_ID) for r in trials]
-    assert len({r["tags"][T.TAG_TRIAL_ID] for r in trials}) == n
-    assert {r["status"] for r in trials} == {T.FINISHED}
+    assert len(trials) == n, [r["tags"].get(tracking.TAG_TRIAL_ID) for r in trials]
+    assert len({r["tags"][tracking.TAG_TRIAL_ID] for r in trials}) == n
+    assert {r["status"] for r in trials} == {tracking.FINISHED}
     for r in trials:
         steps = [s for s, _ in tracker.metric_history(r["run_id"], "epoch")]
         assert sorted(steps) == list(range(1, epochs + 1)), steps
     (parent,) = tracker.runs(kind="search")
-    assert parent["status"] == T.FINISHED
+    assert parent["status"] == tracking.FINISHED
 
     # resuming a finished search changes nothing and says it is done
     proc = run_cli(["resume", str(path)], tmp_path, env)
     assert proc.returncode == 0 and f"{n} TERMINATED" in proc.stderr, proc.stderr[-3000:]
     assert len(tracker.runs(kind="trial")) == n
-    assert {r["status"] for r in tracker.runs()} == {T.FINISHED}
+    assert {r["status"] for r in tracker.runs()} == {tracking.FINISHED}
     meta = json.loads((path / ptune.META_FILE).read_text())
     assert meta["parent_run_id"] == parent["run_id"]
 
     # A driver killed after a trial finished but before its artefacts were logged leaves the
     # run RUNNING with no artefacts: the next resume logs them and ends the run.
     lost = trials[0]["run_id"]
-    tracker.client.delete_tag(lost, T.TAG_ARTIFACTS)
+    tracker.client.delete_tag(lost, tracking.TAG_ARTIFACTS)
     shutil.rmtree(Path(unquote(urlparse(tracker.client.get_run(lost).info.artifact_uri).path)))
-    tracker.client.update_run(lost, status=T.RUNNING)
+    tracker.client.update_run(lost, status=tracking.RUNNING)
     assert not tracker.client.list_artifacts(lost)
     proc = run_cli(["resume", str(path)], tmp_path, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     run = tracker.client.get_run(lost)
-    assert run.info.status == T.FINISHED and run.data.tags[T.TAG_ARTIFACTS] == "done"
+    assert run.info.status == tracking.FINISHED and run.data.tags[tracking.TAG_ARTIFACTS] == "done"
     assert {a.path for a in tracker.client.list_artifacts(lost)} == {
         "best_checkpoint", "evaluation"}
     assert tracker.client.list_artifacts(lost, "evaluation")
     assert len(tracker.runs(kind="trial")) == n
-    assert {r["status"] for r in tracker.runs()} == {T.FINISHED}
+    assert {r["status"] for r in tracker.runs()} == {tracking.FINISHED}
 
 
 @pytest.mark.slow
@@ -354,8 +276,8 @@ def test_every_shipped_space_runs_on_a_tiny_budget(ray_cluster, tmp_path):
     for name, statuses in res.items():
         assert statuses and set(statuses.values()) == {"TERMINATED"}, (name, statuses)
     for name in res:
-        runs = T.Tracker(f"sqlite:///{tmp_path}/m.db", name).runs(kind="trial")
-        assert runs and {r["status"] for r in runs} == {T.FINISHED}
+        runs = tracking.Tracker(f"sqlite:///{tmp_path}/m.db", name).runs(kind="trial")
+        assert runs and {r["status"] for r in runs} == {tracking.FINISHED}
 
 
 @pytest.mark.slow
@@ -370,9 +292,39 @@ def test_nan_loss_errors_the_trial_and_the_search_goes_on(ray_cluster, tmp_path)
                     str(tmp_path / "results"), "--num-samples", "1",
                     *sets(TINY_DATA, TINY_MODEL)], tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    runs = T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan").runs(kind="trial")
+    runs = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan").runs(kind="trial")
     by_status = {r["status"]: r for r in runs}
-    assert set(by_status) == {T.FINISHED, T.FAILED}
-    failed = by_status[T.FAILED]
+    assert set(by_status) == {tracking.FINISHED, tracking.FAILED}
+    failed = by_status[tracking.FAILED]
     assert "non-finite training loss" in failed["tags"]["eqcvt.error"]
     assert int(failed["tags"].get("tune.retries", "1")) <= 1  # no endless retries
+
+
+@pytest.mark.slow
+def test_trials_failing_with_one_error_stop_the_search_resumably(ray_cluster, tmp_path):
+    """Every trial diverges (lr 1e30; the step in the message differs): after five in a row
+    the search stops with that one message, its state saved for `resume`, and exits
+    non-zero; the remaining trials never start."""
+    from ray import tune
+
+    n = 9
+    space = TINY_YAML.format(name="stop", scheduler="fifo", n=n, epochs=2).replace(
+        "train.lr: {loguniform: [1.0e-3, 1.0e-2]}", "train.lr: {grid: [1.0e+30]}")
+    (tmp_path / "stop.yaml").write_text(space)
+    env = cli_env(ray_cluster, tmp_path)
+    proc = run_cli(["run", "--space", "stop.yaml", "--experiment", "stop", "--storage-path",
+                    str(tmp_path / "results"), "--max-failures", "0",
+                    *sets(TINY_DATA, TINY_MODEL)], tmp_path, env)
+    err = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert proc.returncode == 1, proc.stderr[-6000:]
+    assert err.count("search stopped: 5 trials in a row failed with:") == 1, err[-3000:]
+    assert "non-finite training loss" in err
+    assert f"eqcvt-search resume {tmp_path / 'results' / 'stop'}" in err
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "stop")
+    trials = tracker.runs(kind="trial")
+    assert 5 <= len(trials) < n, len(trials)  # stopped instead of running every trial
+    assert sum(r["status"] == tracking.FAILED for r in trials) >= 5
+    assert tracking.RUNNING not in {r["status"] for r in tracker.runs()}
+    (parent,) = tracker.runs(kind="search")
+    assert "5 trials in a row" in parent["tags"]["eqcvt.stopped"]
+    assert tune.Tuner.can_restore(str(tmp_path / "results" / "stop"))

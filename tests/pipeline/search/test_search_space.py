@@ -13,7 +13,7 @@ import yaml
 import eqcvt
 from pipeline import engine
 from pipeline.config import RunConfig
-from pipeline.search_space import (
+from pipeline.search import (
     Branch,
     Choice,
     Grid,
@@ -36,7 +36,7 @@ def _fit_tempdir(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
 SHIPPED = sorted(SPACES.glob("*.yaml"))
 
 
@@ -291,7 +291,7 @@ def test_search_space_does_not_import_ray():
     import subprocess
     import sys
 
-    code = ("import sys, pipeline.search_space, pipeline.config; "
+    code = ("import sys, pipeline.search, pipeline.config; "
             "assert 'ray' not in sys.modules and 'hyperopt' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True,
-                   cwd=Path(__file__).resolve().parents[2])
+                   cwd=Path(__file__).resolve().parents[3])

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import tracking as T
+from pipeline import tracking
 
-from .ray_cluster import (
+from ..ray_cluster import (
     BIN,
     LocalCluster,
     eqcvt_search,
@@ -51,32 +51,32 @@ def _wait(what: str, fn: Callable[[], Any], timeout: float, proc: subprocess.Pop
 
 
 def _trial_runs(uri: str, experiment: str) -> list[dict[str, Any]]:
-    return T.Tracker(uri, experiment).runs(kind="trial")
+    return tracking.Tracker(uri, experiment).runs(kind="trial")
 
 
 def _epochs_logged(uri: str, experiment: str) -> dict[str, float]:
     """Trial id -> highest epoch in MLflow."""
-    return {r["tags"][T.TAG_TRIAL_ID]: r["metrics"].get("epoch", 0.0)
+    return {r["tags"][tracking.TAG_TRIAL_ID]: r["metrics"].get("epoch", 0.0)
             for r in _trial_runs(uri, experiment)}
 
 
 def _assert_complete(uri: str, experiment: str, trials: int) -> list[dict[str, Any]]:
     """One FINISHED run per trial, each holding every epoch exactly once."""
-    tracker = T.Tracker(uri, experiment)
+    tracker = tracking.Tracker(uri, experiment)
     runs = tracker.runs(kind="trial")
-    ids = [r["tags"][T.TAG_TRIAL_ID] for r in runs]
+    ids = [r["tags"][tracking.TAG_TRIAL_ID] for r in runs]
     assert len(ids) == trials and len(set(ids)) == trials, ids
     for run in runs:
-        assert run["status"] == T.FINISHED, (run["name"], run["status"])
+        assert run["status"] == tracking.FINISHED, (run["name"], run["status"])
         steps = sorted(step for step, _ in tracker.metric_history(run["run_id"], "val_loss"))
         assert steps == list(range(1, EPOCHS + 1)), (run["name"], steps)
     parents = tracker.runs(kind="search")
-    assert [p["status"] for p in parents] == [T.FINISHED]
+    assert [p["status"] for p in parents] == [tracking.FINISHED]
     return runs
 
 
 def _restored_epochs(uri: str, experiment: str, run: dict[str, Any]) -> list[float]:
-    history = T.Tracker(uri, experiment).metric_history(run["run_id"], "restored_from_epoch")
+    history = tracking.Tracker(uri, experiment).metric_history(run["run_id"], "restored_from_epoch")
     return [v for _, v in history if v > 0]
 
 
@@ -104,7 +104,7 @@ def test_worker_node_failure_retries_trial_from_its_checkpoint(tmp_path: Path) -
         def on_worker() -> tuple[str, float] | None:
             for run in _trial_runs(uri, exp):
                 if run["tags"].get("ray.node_id") == worker and run["metrics"].get("epoch", 0):
-                    return run["tags"][T.TAG_TRIAL_ID], run["metrics"]["epoch"]
+                    return run["tags"][tracking.TAG_TRIAL_ID], run["metrics"]["epoch"]
             return None
 
         victim, seen_epoch = _wait("an epoch of a trial on the worker node", on_worker, 240,
@@ -116,7 +116,7 @@ def test_worker_node_failure_retries_trial_from_its_checkpoint(tmp_path: Path) -
     assert rc == 0, log[-4000:]
 
     runs = _assert_complete(uri, exp, trials=2)  # the retried trial is still one run
-    run = next(r for r in runs if r["tags"][T.TAG_TRIAL_ID] == victim)
+    run = next(r for r in runs if r["tags"][tracking.TAG_TRIAL_ID] == victim)
     assert run["tags"].get("tune.retries") == "1", run["tags"]
     # The retry started from the last checkpoint the lost node had written, not from scratch.
     restored = _restored_epochs(uri, exp, run)
@@ -153,7 +153,7 @@ def test_driver_kill9_then_resume_finishes_from_storage(tmp_path: Path) -> None:
     runs = _assert_complete(uri, exp, trials=2)
     # A trial with >= 3 checkpoints is in Tune's last state snapshot with its checkpoint; one
     # that had barely started when the driver died may legitimately start again from epoch 1.
-    checkpointed = [r for r in runs if 3 <= before[r["tags"][T.TAG_TRIAL_ID]] < EPOCHS]
+    checkpointed = [r for r in runs if 3 <= before[r["tags"][tracking.TAG_TRIAL_ID]] < EPOCHS]
     assert checkpointed, before
     for run in checkpointed:  # continued from a checkpoint in storage, not from epoch 1
         restored = _restored_epochs(uri, exp, run)
@@ -191,7 +191,7 @@ def _mlflow_server(port: int, root: Path) -> subprocess.Popen:
     uri = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
-        T.check_server(uri, timeout=2.0)
+        tracking.check_server(uri, timeout=2.0)
         return True
 
     try:

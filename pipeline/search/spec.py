@@ -1,0 +1,88 @@
+"""`SearchSpec`: a validated search, what to sample, how to schedule, what to optimise."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .domains import Choice, Domain, Grid, sample_trial, walk_params
+from .errors import SearchSpaceError, check_key, coerce
+from .validate import validate
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated search: what to sample, how to schedule, what to optimise."""
+
+    source: str
+    name: str
+    scheduler: str
+    searcher: str | None
+    metric: str
+    mode: str
+    num_samples: int
+    max_epochs: int
+    params: dict[str, Any]
+    resources: Resources = field(default_factory=Resources)
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    perturbation_interval: int = 1
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    hyperparam_mutations: dict[str, Domain] = field(default_factory=dict)
+    seed: int | None = None
+    n_initial_points: int | None = None
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def has_conditionals(self) -> bool:
+        return any(isinstance(p, Choice) and p.has_branches for _, p in walk_params(self.params))
+
+    @property
+    def has_grid(self) -> bool:
+        return any(isinstance(p, Grid) for _, p in walk_params(self.params))
+
+    def trial_params(self) -> dict[str, Any]:
+        """The params every trial gets, with train.epochs set from max_epochs."""
+        return {**self.params, "train.epochs": self.max_epochs}
+
+    def fixed(self) -> dict[str, Any]:
+        """The plain (non-sampled) top-level values, train.epochs included."""
+        return {k: v for k, v in self.trial_params().items() if not isinstance(v, Domain)}
+
+    def replace(self, **changes: Any) -> SearchSpec:
+        """dataclasses.replace, validated again (e.g. a CLI --num-samples)."""
+        spec = dataclasses.replace(self, **changes)
+        validate(spec)
+        return spec
+
+    def with_fixed(self, updates: Mapping[str, Any]) -> SearchSpec:
+        """Pin top-level keys to values (e.g. CLI --simulate / --data), validated again."""
+        params = dict(self.params)
+        nested = {k for k, _ in walk_params(self.params)} - set(self.params)
+        for key, value in updates.items():
+            check_key(self.source, key)
+            if key == "train.epochs":
+                raise SearchSpaceError(self.source, key, "set max_epochs instead")
+            if key in nested:
+                raise SearchSpaceError(self.source, key, "is set inside a conditional branch")
+            params[key] = coerce(self.source, key, value)
+        return self.replace(params=params)
+
+
+def sample(spec: SearchSpec, rng: random.Random) -> dict[str, Any]:
+    """One flat trial config (dotted keys), as a trial would receive it."""
+    return sample_trial(spec.trial_params(), spec.hyperparam_mutations, rng)

@@ -1,0 +1,113 @@
+"""SearchSpec -> (param_space, searcher, scheduler): ASHA + HyperOpt (or random search, or
+FIFO) over architectures and optimiser values, or PBT over optimiser values only."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.hyperopt import HyperOptSearch
+
+from ..search import Domain, SearchSpec, convert, walk_params
+
+
+class _TuneBackend:
+    """`search_space.convert` backend for Tune's own domains (random search, PBT)."""
+
+    def choice(self, label: str, options: list[Any]) -> Any:
+        return tune.choice(options)
+
+    def uniform(self, label: str, low: float, high: float) -> Any:
+        return tune.uniform(low, high)
+
+    def loguniform(self, label: str, low: float, high: float) -> Any:
+        return tune.loguniform(low, high)
+
+    def randint(self, label: str, low: int, high: int) -> Any:
+        return tune.randint(low, high)
+
+    def quniform(self, label: str, low: float, high: float, q: float) -> Any:
+        return tune.quniform(low, high, q)
+
+    def grid(self, label: str, values: list[Any]) -> Any:
+        return tune.grid_search(values)
+
+
+class _HyperoptBackend:
+    """Backend for hyperopt's `hp`: conditional choices become nested hp.choice."""
+
+    def __init__(self) -> None:
+        from hyperopt import hp
+
+        self.hp = hp
+
+    def choice(self, label: str, options: list[Any]) -> Any:
+        return self.hp.choice(label, options)
+
+    def uniform(self, label: str, low: float, high: float) -> Any:
+        return self.hp.uniform(label, low, high)
+
+    def loguniform(self, label: str, low: float, high: float) -> Any:
+        return self.hp.loguniform(label, math.log(low), math.log(high))
+
+    def randint(self, label: str, low: int, high: int) -> Any:
+        return self.hp.randint(label, low, high)  # high exclusive, like Ray
+
+    def quniform(self, label: str, low: float, high: float, q: float) -> Any:
+        return self.hp.quniform(label, low, high, q)
+
+    def grid(self, label: str, values: list[Any]) -> Any:
+        raise ValueError(f"{label}: grid needs searcher random (validated earlier)")
+
+
+def hyperopt_space(spec: SearchSpec) -> dict[str, Any]:
+    return convert(spec.trial_params(), _HyperoptBackend())
+
+
+def build_search(spec: SearchSpec) -> tuple[dict[str, Any], Any, Any]:
+    """(param_space, search_alg, scheduler) for a spec."""
+    if spec.scheduler == "pbt":
+        space = convert(spec.trial_params(), _TuneBackend())
+        mutations = convert(spec.hyperparam_mutations, _TuneBackend())
+        for key, dom in mutations.items():
+            space.setdefault(key, dom)
+        scheduler = PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=spec.perturbation_interval,
+            hyperparam_mutations=mutations,
+            quantile_fraction=spec.quantile_fraction,
+            resample_probability=spec.resample_probability,
+        )
+        return space, BasicVariantGenerator(random_state=spec.seed), scheduler
+    if spec.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=spec.max_epochs,
+            grace_period=spec.grace_period,
+            reduction_factor=spec.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    if spec.searcher == "hyperopt" or spec.has_conditionals:
+        n_initial = spec.n_initial_points
+        if spec.searcher == "random":  # nested domains: hyperopt with only random draws
+            n_initial = spec.num_samples
+        elif n_initial is None:
+            n_initial = max(2, spec.num_samples // 4)
+        searcher = HyperOptSearch(
+            space=hyperopt_space(spec), metric=spec.metric, mode=spec.mode,
+            n_initial_points=n_initial, random_state_seed=spec.seed,
+        )
+        return {}, searcher, scheduler
+    space = convert(spec.trial_params(), _TuneBackend())
+    return space, BasicVariantGenerator(random_state=spec.seed), scheduler
+
+
+def sampled_keys(spec: SearchSpec) -> list[str]:
+    """Keys that differ between trials (the columns worth showing)."""
+    keys = [k for k, p in walk_params(spec.params) if isinstance(p, Domain)]
+    keys += list(spec.hyperparam_mutations)
+    return list(dict.fromkeys(keys))
