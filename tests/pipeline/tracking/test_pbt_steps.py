@@ -21,7 +21,7 @@ def test_pbt_exploit_does_not_relog_steps(tmp_path):
     request = SimpleNamespace(experiment="pbt", search_id="s1")
     spec = SimpleNamespace(metric="val_loss", mode="min", scheduler="pbt",
                            hyperparam_mutations={"train.lr": None})
-    cb = TrackingCallback(request, spec, parent, tracker, eval_ref=None)
+    cb = TrackingCallback(request, spec, parent, tracker)
     trial = SimpleNamespace(trial_id="t1", config={"model.name": "eqcvt_stem", "train.lr": 0.01})
     for epoch in (1, 2, 3):
         cb.on_trial_result(epoch, [], trial, _result(epoch, 1.0 / epoch))

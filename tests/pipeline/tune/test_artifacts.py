@@ -43,7 +43,7 @@ def test_best_epochs_ship_an_evaluation_equal_to_their_own_metrics(tmp_path, met
     bundle = open_data(cfg.data)
     keep = KeepEvaluations(tmp_path / "kept")
     evaluation = BestEpochEvaluation(bundle, metric, mode, "cpu", cfg.train.eval_batch_size)
-    fit(cfg, [evaluation, keep], data=bundle, checkpoint_root=tmp_path / "ckpt")
+    fit(cfg, bundle, [evaluation, keep], checkpoint_root=tmp_path / "ckpt")
     best = -math.inf if mode == "max" else math.inf
     for epoch, metrics in sorted(keep.epochs.items()):
         value = metrics[metric]
