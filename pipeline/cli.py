@@ -153,6 +153,8 @@ def _console() -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import tracking as T
+    from .experiments import DEFAULT_EXPERIMENT
+    from .preflight import preflight
     from .search_space import load_search_space
 
     space = shipped_space(args.space)
@@ -162,12 +164,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.data:
         fixed.update({"data.source": "shards", "data.path": str(Path(args.data).resolve())})
     spec = load_search_space(space)  # validate before anything else (names file and key)
+    # without --experiment: a unique search (and Tune folder) name in the shared experiment
     experiment = args.experiment or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    mlflow_experiment = args.experiment or DEFAULT_EXPERIMENT
     storage = args.storage_path or default_storage()
     if "://" not in storage:
         storage = str(Path(storage).resolve())
     uri = T.resolve_tracking_uri(args.tracking_uri)
     T.check_server(uri)
+    console = _console()
+    # every sampled model built once, with the CLI pins, before Ray is even imported
+    checked = preflight(spec.with_fixed(fixed) if fixed else spec, pinned=set(fixed))
+    console.print(f"preflight: {checked.configs} sampled configurations, {checked.models} "
+                  f"models built in {checked.seconds:.1f} s")
 
     from . import tune as ptune
 
@@ -176,13 +185,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage_path=storage, tracking_uri=uri, fixed=fixed, max_epochs=args.epochs,
         num_samples=args.num_samples, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
-        address=args.address,
+        address=args.address, mlflow_experiment=mlflow_experiment,
     )
     request.spec()  # CLI pins validated too, before Ray starts
-    console = _console()
     console.print(f"[bold]eqcvt-search[/] {experiment}: {space} -> {request.experiment_path}")
-    console.print(f"MLflow: {uri}")
-    return _report_outcome(ptune.run_search(request), console)
+    console.print(f"MLflow: {uri} (experiment {mlflow_experiment})")
+    rc = _report_outcome(ptune.run_search(request), console)
+    if rc == 0:
+        print_next_commands(console, uri, experiment, mlflow_experiment,
+                            epochs=2 * (args.epochs or spec.max_epochs))
+    return rc
+
+
+def print_next_commands(console: Any, uri: str, search: str, mlflow_experiment: str,
+                        epochs: int) -> None:
+    """What to do after a search, with the real names; the search's name selects this
+    search in `final` and `report` even inside the shared MLflow experiment."""
+    console.print(f"next (the search is run {search!r} of MLflow experiment "
+                  f"{mlflow_experiment!r}):")
+    if not uri.startswith("sqlite:"):  # _report_outcome already printed the SQLite one
+        console.print(f"  MLflow UI: {uri}")
+    console.print(f"  eqcvt-search final --experiment {search} --epochs {epochs} --top-k 3")
+    console.print(f"  eqcvt-search report --experiment {search} --out report_{search}.md")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -84,10 +84,16 @@ class SearchRequest:
     search_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     parent_run_id: str | None = None
     address: str | None = None
+    mlflow_experiment: str | None = None  # None: the Tune name (requests saved before it)
 
     @property
     def experiment_path(self) -> str:
         return _join(self.storage_path, self.experiment)
+
+    @property
+    def tracking_experiment(self) -> str:
+        """The MLflow experiment; the search is a parent run named `experiment` in it."""
+        return self.mlflow_experiment or self.experiment
 
     def spec(self) -> SearchSpec:
         """The YAML with the CLI's pins and budget applied, validated again."""
@@ -905,7 +911,7 @@ def _tuner_configs(spec: SearchSpec, request: SearchRequest,
 
 def _start_tracking(request: SearchRequest, spec: SearchSpec, manifest: Any,
                     view: LiveView, resume: bool) -> tuple[T.Tracker, T.RunRef]:
-    tracker = T.Tracker(request.tracking_uri, request.experiment, buffered=True,
+    tracker = T.Tracker(request.tracking_uri, request.tracking_experiment, buffered=True,
                         log=lambda m: view.event(f"[yellow]{m}[/]"))
     if resume and request.parent_run_id:
         parent = tracker.continue_run(request.parent_run_id, name=request.experiment)
