@@ -76,6 +76,11 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
 
 
+_SELECT_HELP = ("a search's name (printed at the end of `run`): that search; or an MLflow "
+                "experiment (e.g. eqcvt-default): its latest search. Trials of different "
+                "searches are never ranked together")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eqcvt-search",
@@ -90,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", metavar="DIR", help="Parquet dataset folder (eqcvt-data)")
     src.add_argument("--simulate", metavar="PRESET",
                      help="simulated data of this preset (model_i, model_ii, model_iii)")
-    run.add_argument("--experiment", default=None, help="experiment name (Tune and MLflow)")
+    run.add_argument("--experiment", default=None,
+                     help="name of the search, its Tune folder and its MLflow experiment "
+                          "(default: search <space>-<timestamp> in MLflow experiment "
+                          "eqcvt-default, beside the user's other searches)")
     run.add_argument("--storage-path", default=None, help="Tune results (default ./ray_results)")
     run.add_argument("--num-samples", type=int, default=None, help="trials (overrides YAML)")
     run.add_argument("--epochs", type=int, default=None,
@@ -111,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(res)
 
     fin = sub.add_parser("final", help="train the best trials longer and register the best")
-    fin.add_argument("--experiment", required=True)
+    fin.add_argument("--experiment", required=True, help=_SELECT_HELP)
     fin.add_argument("--top-k", type=int, default=3)
     fin.add_argument("--epochs", type=int, required=True)
     fin.add_argument("--seeds", type=int, default=3, help="training seeds per model")
@@ -123,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--tracking-uri", default=None)
 
     rep = sub.add_parser("report", help="leaderboard of trials and final runs (markdown)")
-    rep.add_argument("--experiment", required=True)
+    rep.add_argument("--experiment", required=True, help=_SELECT_HELP)
     rep.add_argument("--out", default=None, help="report.md (plots are written beside it)")
     rep.add_argument("--tracking-uri", default=None)
 

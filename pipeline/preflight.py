@@ -34,7 +34,7 @@ class PreflightResult:
 
 
 def preflight(spec: SearchSpec, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
-              pinned: Collection[str] = ()) -> PreflightResult:
+              corners: bool = True, pinned: Collection[str] = ()) -> PreflightResult:
     """Raise SearchSpaceError unless every sampled configuration's model builds and runs.
 
     `pinned` are the keys the command line set (their errors name the command line, not
@@ -44,7 +44,7 @@ def preflight(spec: SearchSpec, *, samples: int = DEFAULT_SAMPLES, seed: int = 0
     check_model_names(spec, pinned)
     built: set[Any] = set()
     n = 0
-    for flat in sampled_configs(spec, samples, seed):
+    for flat in sampled_configs(spec, samples, seed, corners=corners):
         n += 1
         try:
             cfg = RunConfig.from_flat(flat)
@@ -184,14 +184,14 @@ def _read_shapes(data: DataConfig, source: str, pinned: Collection[str]) -> Any:
 # ----------------------------------------------------------------------------- sampling
 
 
-def sampled_configs(spec: SearchSpec, samples: int = DEFAULT_SAMPLES,
-                    seed: int = 0) -> Iterator[dict[str, Any]]:
+def sampled_configs(spec: SearchSpec, samples: int = DEFAULT_SAMPLES, seed: int = 0,
+                    corners: bool = True) -> Iterator[dict[str, Any]]:
     """`samples` flat configs from a seeded stream, then configs that together take every
     corner value of every domain (branch paths forced, the rest drawn with the same seed)."""
     rng = random.Random(seed)
     for _ in range(samples):
         yield _sample(spec, rng, {})
-    for forced in corner_rows(spec.trial_params()):
+    for forced in corner_rows(spec.trial_params()) if corners else []:
         yield _sample(spec, random.Random(seed), forced)
 
 
