@@ -523,6 +523,7 @@ def fit(
     _seed_everything(tc.seed)
     kwargs = model_kwargs(cfg, bundle)
     model = build_model(cfg, bundle).to(device)
+    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = build_optimizer(model, tc)
     steps = _steps_per_epoch(cfg, bundle)
     scheduler = build_scheduler(optimizer, tc, steps)
@@ -570,6 +571,7 @@ def fit(
             lr=lr,
             images_per_s=n_seen / max(train_time, 1e-9),
             epoch_time_s=time.perf_counter() - t0,
+            num_params=float(num_params),  # for the live leaderboard (trial results)
         )
         history.append(metrics)
         ckpt = save_checkpoint(
@@ -605,7 +607,7 @@ def fit(
         epoch=epoch,
         checkpoint_dir=last_ckpt,
         stopped=stopped,
-        num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        num_params=num_params,
         task=task,
         data=bundle,
         best_epoch=best_epoch,

@@ -17,7 +17,7 @@ from . import tracking as T
 from .config import flat_keys
 from .experiments import select_search
 from .final import parse_params
-from .live import fmt
+from .live import fmt, fmt_count
 
 
 def _fmt(x: Any) -> str:
@@ -88,7 +88,7 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
         rows.append([
             i, r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]), r["status"],
             m.get(key), m.get(other), int(m.get("epoch", 0)), m.get("invariance_error"),
-            m.get("rotation_logit_std"), *[_int(m.get(c)) for c in cost],
+            m.get("rotation_logit_std"), *[fmt_count(m.get(c, math.nan)) for c in cost],
             m.get("time_total_s"), *[values.get(k, "") for k in keys],
         ])
     lines.append(_table(header, rows))
