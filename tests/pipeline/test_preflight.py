@@ -122,4 +122,4 @@ def test_cli_refuses_an_unregistered_model_before_ray(tmp_path):
     assert f"{path}: model.name: 'eqcvt_stm' is not a registered model" in proc.stderr
     assert "ray imported: False" in proc.stdout
     assert not (tmp_path / "results").exists()
-    assert elapsed < 60, elapsed  # seconds of imports, not a cluster start and retries
+    assert elapsed < 90, elapsed  # imports (torch, escnn), not a cluster start and retries
