@@ -52,14 +52,13 @@ def preflight(spec: SearchSpec, *, samples: int = DEFAULT_SAMPLES, seed: int = 0
             raise SearchSpaceError(spec.source, "params",
                                    f"a sampled config is invalid: {err}") from None
         bundle = _shape_bundle(cfg.data, spec.source, pinned)
-        key = _arch_key(cfg, bundle)
-        if key in built:
-            continue
         try:
-            build_and_run(cfg, bundle)
+            key = _arch_key(cfg, bundle)
+            if key not in built:
+                build_and_run(cfg, bundle)
+                built.add(key)
         except Exception as err:  # noqa: BLE001 - any refusal of the model is the user's to see
             raise _build_error(spec.source, cfg, flat, bundle, err, pinned) from None
-        built.add(key)
     return PreflightResult(n, len(built), time.perf_counter() - t0)
 
 
