@@ -69,6 +69,11 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
 
 
+_SELECT_HELP = ("a search's name (printed at the end of `run`): that search; or an MLflow "
+                "experiment (e.g. eqcvt-default): its latest search. Trials of different "
+                "searches are never ranked together")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eqcvt-search",
@@ -83,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", metavar="DIR", help="Parquet dataset folder (eqcvt-data)")
     src.add_argument("--simulate", metavar="PRESET",
                      help="simulated data of this preset (model_i, model_ii, model_iii)")
-    run.add_argument("--experiment", default=None, help="experiment name (Tune and MLflow)")
+    run.add_argument("--experiment", default=None,
+                     help="name of the search, its Tune folder and its MLflow experiment "
+                          "(default: search <space>-<timestamp> in MLflow experiment "
+                          "eqcvt-default, beside the user's other searches)")
     run.add_argument("--storage-path", default=None, help="Tune results (default ./ray_results)")
     run.add_argument("--num-samples", type=int, default=None, help="trials (overrides YAML)")
     run.add_argument("--epochs", type=int, default=None,
@@ -104,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(res)
 
     fin = sub.add_parser("final", help="train the best trials longer and register the best")
-    fin.add_argument("--experiment", required=True)
+    fin.add_argument("--experiment", required=True, help=_SELECT_HELP)
     fin.add_argument("--top-k", type=int, default=3)
     fin.add_argument("--epochs", type=int, required=True)
     fin.add_argument("--seeds", type=int, default=3, help="training seeds per model")
@@ -116,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--tracking-uri", default=None)
 
     rep = sub.add_parser("report", help="leaderboard of trials and final runs (markdown)")
-    rep.add_argument("--experiment", required=True)
+    rep.add_argument("--experiment", required=True, help=_SELECT_HELP)
     rep.add_argument("--out", default=None, help="report.md (plots are written beside it)")
     rep.add_argument("--tracking-uri", default=None)
 
@@ -148,7 +156,9 @@ def _console() -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import tracking
+    from .experiments import DEFAULT_EXPERIMENT
     from .search import SearchRequest
+    from .search.preflight import preflight
 
     space = shipped_space(args.space)
     fixed = parse_sets(args.set)
@@ -156,6 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         fixed.update({"data.source": "simulate", "data.preset": args.simulate})
     if args.data:
         fixed.update({"data.source": "shards", "data.path": str(Path(args.data).resolve())})
+    # without --experiment: a unique search (and Tune folder) name in the shared experiment
+    mlflow_experiment = args.experiment or DEFAULT_EXPERIMENT
     storage = args.storage_path or default_storage()
     if "://" not in storage:
         storage = str(Path(storage).resolve())
@@ -165,18 +177,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage_path=storage, tracking_uri=uri, fixed=fixed, max_epochs=args.epochs,
         num_samples=args.num_samples, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
-        address=args.address,
+        address=args.address, mlflow_experiment=mlflow_experiment,
     )
     spec = request.spec()  # the one parse: YAML, pins and budget, before Ray starts
     experiment = request.experiment = (
         args.experiment or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    console = _console()
+    # every sampled model built once, with the CLI pins, before Ray is even imported
+    checked = preflight(spec, pinned=set(fixed))
+    console.print(f"preflight: {checked.configs} sampled configurations, {checked.models} "
+                  f"models built in {checked.seconds:.1f} s")
 
     from . import tune as ptune  # run_search checks the tracking server before Ray starts
 
-    console = _console()
     console.print(f"[bold]eqcvt-search[/] {experiment}: {space} -> {request.experiment_path}")
-    console.print(f"MLflow: {uri}")
-    return _report_outcome(ptune.run_search(request, spec=spec), console)
+    console.print(f"MLflow: {uri} (experiment {mlflow_experiment})")
+    rc = _report_outcome(ptune.run_search(request, spec=spec), console)
+    if rc == 0:
+        print_next_commands(console, uri, experiment, mlflow_experiment,
+                            epochs=2 * (args.epochs or spec.max_epochs))
+    return rc
+
+
+def print_next_commands(console: Any, uri: str, search: str, mlflow_experiment: str,
+                        epochs: int) -> None:
+    """What to do after a search, with the real names; the search's name selects this
+    search in `final` and `report` even inside the shared MLflow experiment."""
+    console.print(f"next (the search is run {search!r} of MLflow experiment "
+                  f"{mlflow_experiment!r}):")
+    if not uri.startswith("sqlite:"):  # _report_outcome already printed the SQLite one
+        console.print(f"  MLflow UI: {uri}")
+    console.print(f"  eqcvt-search final --experiment {search} --epochs {epochs} --top-k 3")
+    console.print(f"  eqcvt-search report --experiment {search} --out report_{search}.md")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -276,6 +276,7 @@ def fit(
     seed_everything(tc.seed)
     kwargs = model_kwargs(cfg, bundle)
     model = build_model(cfg, bundle).to(device)
+    num_params = eqcvt.count_params(model)
     optimizer = build_optimizer(model, tc)
     steps = _steps_per_epoch(cfg, bundle)
     scheduler = build_scheduler(optimizer, tc, steps)
@@ -326,6 +327,7 @@ def fit(
             lr=lr,
             images_per_s=n_seen / max(train_time, 1e-9),
             epoch_time_s=time.perf_counter() - t0,
+            num_params=float(num_params),  # for the live leaderboard (trial results)
         )
         history.append(metrics)
         ckpt = save_checkpoint(
@@ -364,7 +366,7 @@ def fit(
         epoch=epoch,
         checkpoint_dir=last_ckpt,
         stopped=stopped,
-        num_params=eqcvt.count_params(model),
+        num_params=num_params,
         task=task,
         data=bundle,
         best_epoch=best_epoch,

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import tracking as T
 from .config import RunConfig, flat_keys, parse_value
+from .experiments import select_search
 
 
 @dataclass
@@ -68,10 +69,13 @@ def search_settings(tracker: T.Tracker) -> tuple[str, str]:
     return params.get("search.metric", "val_acc"), params.get("search.mode", "max")
 
 
-def best_trials(tracker: T.Tracker, metric: str, mode: str, k: int) -> list[dict[str, Any]]:
-    """Trial runs ranked by their best value of `metric` (ended runs with a value only)."""
+def best_trials(tracker: T.Tracker, metric: str, mode: str, k: int,
+                parent: str | None = None) -> list[dict[str, Any]]:
+    """Trial runs ranked by their best value of `metric` (ended runs with a value only);
+    `parent`: only the trials of that search run."""
     key = f"best_{metric}"
-    runs = [r for r in tracker.runs(kind="trial")
+    extra = f"tags.`{T.TAG_PARENT}` = '{parent}'" if parent else ""
+    runs = [r for r in tracker.runs(kind="trial", extra=extra)
             if r["status"] in (T.FINISHED, T.KILLED) and key in r["metrics"]
             and not math.isnan(r["metrics"][key])]
     runs.sort(key=lambda r: r["metrics"][key], reverse=(mode == "max"))
@@ -111,10 +115,10 @@ def final_training(
     from .evaluation import evaluate_model
 
     say = console.print if console is not None else (lambda *a, **k: None)
-    tracker = T.Tracker(tracking_uri, experiment)
-    metric, mode = search_settings(tracker)
+    search = select_search(experiment, tracking_uri)  # one search, never several mixed
+    tracker, metric, mode = search.tracker, search.metric, search.mode
     test_metric = "test_" + metric.removeprefix("val_")
-    chosen = best_trials(tracker, metric, mode, top_k)
+    chosen = best_trials(tracker, metric, mode, top_k, parent=search.run_id)
     if not chosen:
         raise ValueError(f"no finished trials with best_{metric} in experiment {experiment!r}")
     summary = FinalSummary(experiment, metric, mode, [])
@@ -179,7 +183,7 @@ def final_training(
                                              agg, per_seed))
             tracker.end_run(ref, T.FINISHED)
         winner = _winner(summary, test_metric)
-        name = model_name or f"eqcvt-{experiment}"
+        name = model_name or f"eqcvt-{search.name}"
         ref = T.RunRef(run_id=winner.run_id, name=f"final_{winner.trial_id}")
         cfg_path = best_ckpts[winner.run_id] / "config.json"
         version = tracker.register_model(

@@ -37,18 +37,31 @@ class TrialRow:
     node: str = ""
     error: str = ""
     note: str = ""  # e.g. "exploited a3f1@4" under PBT
+    num_params: float = math.nan  # trainable parameters, from the trial's results
+    flops: float = math.nan  # per image; shown once trials report a `flops` result
+
+    def take_cost(self, result: Mapping[str, Any]) -> None:
+        """Copy the cost figures (COST_KEYS) a trial result carries."""
+        for key in COST_KEYS:
+            value = result.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                setattr(self, key, float(value))
+
+
+COST_KEYS: tuple[str, ...] = ("num_params", "flops")
 
 
 def fmt(value: Any, sci_from: float = 1e4) -> str:
-    """A table cell: floats to 4 significant digits, scientific below 1e-3 and from
-    `sci_from` up; NaN and None as '-'. Shared by the live table and the markdown report."""
+    """A table cell: floats to 4 significant digits (scientific below 1e-3 and from
+    `sci_from` up), ints as they are; NaN and None as '-'. Shared by the live table and the
+    markdown report."""
     if value is None:
         return "-"
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= sci_from):
-            return f"{value:.2e}"
+            return f"{value:.3e}"
         return f"{value:.4g}"
     return str(value)
 
@@ -101,15 +114,34 @@ def leaderboard(rows: Sequence[TrialRow], metric: str, mode: str, top: int = 10)
     table.add_column("at epoch", justify="right")
     table.add_column("epochs", justify="right")
     table.add_column("state", no_wrap=True, min_width=10)
+    costs = cost_keys(ranked)
+    for k in costs:
+        table.add_column(COST_TITLES[k], justify="right", no_wrap=True)
     keys = _param_keys(ranked)
     for k in keys:
         table.add_column(short_key(k), justify="right", overflow="fold")
     for i, r in enumerate(ranked, 1):
         table.add_row(
             str(i), r.trial_id, fmt(r.best), str(r.best_epoch), str(r.epoch), r.state,
+            *[fmt_count(getattr(r, k)) for k in costs],
             *[fmt(r.params.get(k, "")) for k in keys],
         )
     return table
+
+
+COST_TITLES = {"num_params": "params", "flops": "FLOPs"}
+
+
+def cost_keys(rows: Sequence[TrialRow]) -> list[str]:
+    """The parameter count always; FLOPs once any trial reported them."""
+    return ["num_params", *(["flops"] if any(math.isfinite(r.flops) for r in rows) else [])]
+
+
+def fmt_count(value: float) -> str:
+    """A count: an integer below a million, else 4 significant digits (1.235e+07)."""
+    if not math.isfinite(value):
+        return "-"
+    return str(int(value)) if abs(value) < 1e6 else f"{value:.3e}"
 
 
 def _best_id(rows: Sequence[TrialRow], mode: str) -> str | None:

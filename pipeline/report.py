@@ -15,7 +15,9 @@ from typing import Any
 
 from . import tracking as T
 from .config import flat_keys
-from .live import fmt
+from .experiments import select_search
+from .final import parse_params
+from .live import fmt, fmt_count
 
 
 def _fmt(x: Any) -> str:
@@ -41,18 +43,15 @@ def varying_keys(runs: list[dict[str, Any]]) -> list[str]:
 
 def write_report(experiment: str, *, tracking_uri: str | None = None,
                  out: str | Path | None = None) -> Path:
+    """Report of one search: `experiment` names a search, or an MLflow experiment (its
+    latest search; see pipeline.experiments)."""
     from . import plots
 
-    tracker = T.Tracker(tracking_uri, experiment)
-    searches = sorted(tracker.runs(kind="search"), key=lambda r: r["start_time"] or 0)
-    if not searches:
-        raise ValueError(f"no search runs in MLflow experiment {experiment!r} at {tracker.uri}")
-    search = searches[-1]
-    metric = search["params"].get("search.metric", "val_acc")
-    mode = search["params"].get("search.mode", "max")
-    trials = [r for r in tracker.runs(kind="trial")
-              if r["tags"].get(T.TAG_PARENT) in {s["run_id"] for s in searches}]
-    finals = tracker.runs(kind="final")
+    sel = select_search(experiment, tracking_uri)
+    tracker, searches = sel.tracker, [sel.search]
+    metric, mode = sel.metric, sel.mode
+    trials = sel.trials()
+    finals = sel.finals(trials)
     out_path = Path(out) if out else Path(f"report_{experiment}.md")
     plot_dir = out_path.parent / f"{out_path.stem}_plots"
     key = f"best_{metric}"
@@ -63,7 +62,8 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
                        r["metrics"].get(key, 0.0)),
     )
     keys = varying_keys(trials)[:10]
-    lines = [f"# Search report: {experiment}", ""]
+    lines = [f"# Search report: {sel.name}", "",
+             f"MLflow experiment `{tracker.experiment}`", ""]
     for s in searches:
         p = s["params"]
         lines.append(
@@ -78,17 +78,18 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
     lines += ["", f"Trials: {len(trials)} ({', '.join(f'{n} {s}' for s, n in counts.items())})",
               "", "## Trials", ""]
     other = "val_mae" if any("val_mae" in r["metrics"] for r in trials) else "val_auc_micro"
+    cost = cost_columns(trials)
     header = ["#", "trial", "status", f"best {metric}", f"{other} (last)", "epochs",
-              "invariance err", "rot. logit std", "params", "train time [s]",
+              "invariance err", "rot. logit std", *cost.values(), "train time [s]",
               *[k.split('.', 1)[1] for k in keys]]
     rows = []
     for i, r in enumerate(ranked, 1):
-        m = r["metrics"]
+        m, values = r["metrics"], parse_params(r["params"])
         rows.append([
             i, r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]), r["status"],
             m.get(key), m.get(other), int(m.get("epoch", 0)), m.get("invariance_error"),
-            m.get("rotation_logit_std"), _int(m.get("num_params")), m.get("time_total_s"),
-            *[r["params"].get(k, "") for k in keys],
+            m.get("rotation_logit_std"), *[fmt_count(m.get(c, math.nan)) for c in cost],
+            m.get("time_total_s"), *[values.get(k, "") for k in keys],
         ])
     lines.append(_table(header, rows))
 
@@ -136,6 +137,15 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n".join(lines))
     return out_path
+
+
+def cost_columns(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Metric key -> column title: the parameter count always, FLOPs once trials log a
+    `flops` metric (nothing measures them yet; this is where they appear)."""
+    cols = {"num_params": "params"}
+    if any("flops" in r["metrics"] for r in runs):
+        cols["flops"] = "FLOPs"
+    return cols
 
 
 def _pm(m: dict[str, float], key: str) -> str:

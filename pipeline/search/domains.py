@@ -134,17 +134,25 @@ def walk_params(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
                     yield from walk_params(o.params)
 
 
-def sample_params(params: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
-    """One flat draw of a params tree (a chosen branch adds its sub-space's keys)."""
+def sample_params(params: Mapping[str, Any], rng: random.Random,
+                  forced: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One flat draw of a params tree (a chosen branch adds its sub-space's keys); `forced`
+    keys take the given value instead (a forced choice takes that value's branch)."""
+    forced = forced or {}
     out: dict[str, Any] = {}
     for key, p in params.items():
         if not isinstance(p, Domain):
             out[key] = p
             continue
-        value = p.sample(rng)
+        value = p.sample(rng)  # drawn even when forced: the other keys' draws stay the same
+        if key in forced:
+            value = forced[key]
+            if isinstance(p, Choice):
+                value = next((o for o in p.options if isinstance(o, Branch)
+                              and o.value == value), value)
         if isinstance(value, Branch):
             out[key] = value.value
-            out.update(sample_params(value.params, rng))
+            out.update(sample_params(value.params, rng, forced))
         else:
             out[key] = value
     return out
@@ -198,9 +206,10 @@ def convert(params: Mapping[str, Any], backend: Any, _path: str = "") -> dict[st
 
 
 def sample_trial(params: Mapping[str, Any], mutations: Mapping[str, Domain],
-                 rng: random.Random) -> dict[str, Any]:
+                 rng: random.Random, forced: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """One flat trial config; PBT's initial value of a mutated key comes from its mutation."""
-    out = sample_params(params, rng)
+    out = sample_params(params, rng, forced)
     for key, dom in mutations.items():
         if key not in out:
             out[key] = dom.sample(rng)

@@ -34,10 +34,16 @@ class SearchRequest:
     search_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     parent_run_id: str | None = None
     address: str | None = None
+    mlflow_experiment: str | None = None  # None: the Tune name (requests saved before it)
 
     @property
     def experiment_path(self) -> str:
         return join(self.storage_path, self.experiment)
+
+    @property
+    def tracking_experiment(self) -> str:
+        """The MLflow experiment; the search is a parent run named `experiment` in it."""
+        return self.mlflow_experiment or self.experiment
 
     def spec(self) -> SearchSpec:
         """The YAML with the CLI's pins and budget applied, validated again."""

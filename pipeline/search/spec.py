@@ -83,6 +83,7 @@ class SearchSpec:
         return self.replace(params=params)
 
 
-def sample(spec: SearchSpec, rng: random.Random) -> dict[str, Any]:
-    """One flat trial config (dotted keys), as a trial would receive it."""
-    return sample_trial(spec.trial_params(), spec.hyperparam_mutations, rng)
+def sample(spec: SearchSpec, rng: random.Random,
+           forced: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One flat trial config (dotted keys), as a trial would receive it; `forced` keys set."""
+    return sample_trial(spec.trial_params(), spec.hyperparam_mutations, rng, forced)

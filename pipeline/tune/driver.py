@@ -94,7 +94,7 @@ def _tuner_configs(spec: SearchSpec, request: SearchRequest,
 
 def _start_tracking(request: SearchRequest, spec: SearchSpec, manifest: Any,
                     view: LiveView, resume: bool) -> tuple[tracking.Tracker, tracking.RunRef]:
-    tracker = tracking.Tracker(request.tracking_uri, request.experiment, buffered=True,
+    tracker = tracking.Tracker(request.tracking_uri, request.tracking_experiment, buffered=True,
                         log=lambda m: view.event(f"[yellow]{m}[/]"))
     if resume and request.parent_run_id:
         parent = tracker.continue_run(request.parent_run_id, name=request.experiment)

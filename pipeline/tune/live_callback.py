@@ -50,6 +50,7 @@ class LiveCallback(tune.Callback):
         if is_better(row.value, row.best, self.view.mode):
             row.best, row.best_epoch = row.value, row.epoch
         row.node = str(result.get("node_id", ""))[:8]
+        row.take_cost(result)  # parameter count (and FLOPs once measured) for the leaderboard
         donor = str(result.get("restored_from_trial", ""))
         if donor and donor != trial.trial_id:
             row.note = f"from {donor}@{int(result.get('restored_from_epoch', 0))}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from types import SimpleNamespace
 
 import pytest
 
@@ -124,3 +126,59 @@ def test_run_parses_the_space_once_and_checks_the_server_once(tmp_path, monkeypa
                    "--storage-path", str(tmp_path / "r")])
     assert rc == cli.EXIT_INTERRUPTED
     assert calls == {"parse": 1, "check": 1}
+
+
+def _fake_search(monkeypatch, tmp_path):
+    """cmd_run up to run_search, which records the request instead of starting Ray."""
+    import pipeline.tune as ptune
+    from pipeline.live import LiveView
+
+    seen = {}
+
+    def run_search(request):
+        seen["request"] = request
+        return SimpleNamespace(
+            view=LiveView("val_acc", "max", "t"), statuses={"t1": "TERMINATED"},
+            interrupted=False, tracking_pending=0, experiment_path=request.experiment_path,
+            tracking_uri=request.tracking_uri)
+
+    monkeypatch.setattr(ptune, "run_search", run_search)
+    space = tmp_path / "one.yaml"
+    space.write_text("name: one\nscheduler: asha\nsearcher: random\nmetric: val_acc\n"
+                     "params:\n  model.group: C4\n  model.fields: 2\n  model.embed_dim: 8\n"
+                     "  train.lr: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return seen, ["run", "--space", str(space), "--storage-path", str(tmp_path / "r"),
+                  "--tracking-uri", uri], uri
+
+
+def test_searches_default_to_one_mlflow_experiment_and_print_next_commands(
+        tmp_path, capsys, monkeypatch):
+    seen, argv, uri = _fake_search(monkeypatch, tmp_path)
+    assert cli.main(argv) == 0
+    request = seen["request"]
+    assert request.tracking_experiment == "eqcvt-default"
+    assert request.experiment.startswith("one-") and request.experiment != "eqcvt-default"
+    err = capsys.readouterr().err
+    assert "preflight: " in err and "1 models built" in err
+    assert f"mlflow ui --backend-store-uri {uri}" in err
+    assert f"eqcvt-search final --experiment {request.experiment} --epochs 2" in err
+    assert f"eqcvt-search report --experiment {request.experiment}" in err
+
+
+def test_an_explicit_experiment_names_the_search_and_the_mlflow_experiment(
+        tmp_path, capsys, monkeypatch):
+    seen, argv, _ = _fake_search(monkeypatch, tmp_path)
+    assert cli.main([*argv, "--experiment", "mine"]) == 0
+    assert seen["request"].experiment == seen["request"].tracking_experiment == "mine"
+    assert "eqcvt-search report --experiment mine" in capsys.readouterr().err
+
+
+def test_requests_saved_before_the_default_experiment_resume_in_their_own():
+    from pipeline.tune import SearchRequest
+
+    old = SearchRequest(space_file="s.yaml", space_text="", experiment="old-search",
+                        storage_path="/tmp", tracking_uri="sqlite:///x.db").to_json()
+    data = json.loads(old)
+    del data["mlflow_experiment"]
+    assert SearchRequest.from_json(json.dumps(data)).tracking_experiment == "old-search"

@@ -1,0 +1,87 @@
+"""`eqcvt-search report` and the search selection of final/report, on a real MLflow store."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from pipeline import tracking as T
+from pipeline.experiments import DEFAULT_EXPERIMENT, select_search
+from pipeline.final import best_trials
+from pipeline.report import write_report
+
+
+def add_search(tracker: T.Tracker, name: str, trials: dict[str, dict[str, float]],
+               lr: float = 0.0022272466466948426) -> T.RunRef:
+    parent = tracker.start_run(name, kind="search", tags={T.TAG_EXPERIMENT: name},
+                               params={"search.metric": "val_acc", "search.mode": "max",
+                                       "search.name": name})
+    for i, (tid, metrics) in enumerate(trials.items()):
+        ref = tracker.start_run(f"trial_{tid}", kind="trial", parent=parent,
+                                tags={T.TAG_TRIAL_ID: tid, T.TAG_EXPERIMENT: name},
+                                params={"train.lr": lr * (i + 1), "model.group": "C4",
+                                        "train.batch_size": 32 + i})
+        tracker.log_metrics(ref, metrics, step=1, skip_logged=False)
+        tracker.end_run(ref, T.FINISHED)
+    tracker.end_run(parent, T.FINISHED)
+    assert tracker.flush(timeout=10)
+    time.sleep(0.01)  # distinct start times
+    return parent
+
+
+@pytest.fixture()
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = T.Tracker(uri, DEFAULT_EXPERIMENT)
+    add_search(tracker, "first-search", {
+        "a_00000": {"best_val_acc": 0.91, "num_params": 64810.0, "flops": 1.23456789e7},
+        "a_00001": {"best_val_acc": 0.55, "num_params": 1200.0}})
+    add_search(tracker, "second-search", {"b_00000": {"best_val_acc": 0.61,
+                                                       "num_params": 3000.0}})
+    return uri, tmp_path
+
+
+def test_a_search_name_selects_that_search_in_the_shared_experiment(store):
+    uri, _ = store
+    first = select_search("first-search", uri)
+    assert first.tracker.experiment == DEFAULT_EXPERIMENT and first.name == "first-search"
+    assert {r["tags"][T.TAG_TRIAL_ID] for r in first.trials()} == {"a_00000", "a_00001"}
+    latest = select_search(DEFAULT_EXPERIMENT, uri)  # an experiment: its latest search
+    assert latest.name == "second-search"
+    assert [r["tags"][T.TAG_TRIAL_ID] for r in latest.trials()] == ["b_00000"]
+    with pytest.raises(ValueError, match="no search named 'nope'"):
+        select_search("nope", uri)
+
+
+def test_final_ranks_the_trials_of_one_search_only(store):
+    uri, _ = store
+    sel = select_search(DEFAULT_EXPERIMENT, uri)
+    ranked = best_trials(sel.tracker, sel.metric, sel.mode, 5, parent=sel.run_id)
+    assert [r["tags"][T.TAG_TRIAL_ID] for r in ranked] == ["b_00000"]  # not a_00000 (0.91)
+
+
+def test_report_columns_and_four_significant_digits(store):
+    uri, tmp = store
+    text = write_report("first-search", tracking_uri=uri, out=tmp / "r.md").read_text()
+    assert "# Search report: first-search" in text and DEFAULT_EXPERIMENT in text
+    assert "b_00000" not in text  # the other search's trial
+    header = next(line for line in text.splitlines() if line.startswith("| # |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert "params" in cols and "FLOPs" in cols
+    row = next(line for line in text.splitlines() if "a_00000" in line)
+    cells = dict(zip(cols, [c.strip() for c in row.strip("|").split("|")], strict=True))
+    assert cells["params"] == "64810" and cells["FLOPs"] == "1.235e+07"
+    assert cells["lr"] == "0.002227"  # was 0.0022272466466948426
+    assert "0.0022272466466948426" not in text
+    assert cells["batch_size"] == "32"
+
+
+def test_report_has_no_flops_column_until_trials_log_them(store):
+    uri, tmp = store
+    text = write_report("second-search", tracking_uri=uri, out=tmp / "r2.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| # |"))
+    assert "params" in header and "FLOPs" not in header
+    assert not math.isnan(select_search("second-search", uri).trials()[0]["metrics"][
+        "num_params"])
