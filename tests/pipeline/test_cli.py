@@ -135,11 +135,12 @@ def _fake_search(monkeypatch, tmp_path):
 
     seen = {}
 
-    def run_search(request):
+    def run_search(request, spec=None):
         seen["request"] = request
         return SimpleNamespace(
             view=LiveView("val_acc", "max", "t"), statuses={"t1": "TERMINATED"},
-            interrupted=False, tracking_pending=0, experiment_path=request.experiment_path,
+            interrupted=False, failure=None, tracking_pending=0,
+            experiment_path=request.experiment_path,
             tracking_uri=request.tracking_uri)
 
     monkeypatch.setattr(ptune, "run_search", run_search)
