@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline import tracking as T
-from pipeline.final import merge_train_val, parse_params
+from pipeline.config import RunConfig
+from pipeline.final import FinalModel, _train_one_seed, parse_params, select_model, select_seed
 
 from .conftest import run_cli
 
@@ -21,19 +22,51 @@ def test_parse_params_restores_types():
                     "model.dropout": None, "data.on_the_fly": False}
 
 
-def test_merge_train_val_keeps_test_apart():
-    import torch
+def _model(tid, val, test):
+    agg = {"val_acc_mean": val, "test_acc_mean": test}
+    return FinalModel(tid, "r" + tid, "f" + tid, val, agg)
 
-    from pipeline.data.bundle import DataBundle, Split
 
-    def split(n, v):
-        return Split(torch.full((n, 1, 4, 4), v), torch.zeros(n, dtype=torch.long),
-                     torch.zeros(n, 0))
+def test_selection_uses_validation_never_test():
+    # seed 1 is best on test, seed 2 best on validation: validation decides
+    per_seed = [{"val_acc": 0.70, "test_acc": 0.80}, {"val_acc": 0.72, "test_acc": 0.99},
+                {"val_acc": 0.90, "test_acc": 0.60}]
+    assert select_seed(per_seed, "val_acc", "max") == 2
+    models = [_model("a", 0.80, 0.95), _model("b", 0.85, 0.70)]
+    assert select_model(models, "val_acc", "max").trial_id == "b"
+    # min mode (regression): lowest validation MSE wins, whatever test says
+    per_seed = [{"val_mse": 0.3, "test_mse": 0.1}, {"val_mse": 0.2, "test_mse": 0.5}]
+    assert select_seed(per_seed, "val_mse", "min") == 1
+    with pytest.raises(ValueError, match="validation"):
+        select_seed(per_seed, "test_mse", "min")
+    with pytest.raises(ValueError, match="validation"):
+        select_model(models, "test_acc", "max")
 
-    b = DataBundle("binary", ("a", "b"), (1, 4, 4), split(3, 0.0), split(2, 1.0),
-                   split(2, 2.0), None, {})
-    m = merge_train_val(b)
-    assert len(m.train.labels) == 5 and m.test is b.test and m.val is b.val
+
+def test_one_seed_keeps_best_validation_epoch_and_reads_test_once(tmp_path, monkeypatch):
+    from pipeline.study import protocol
+
+    calls = []
+    real = protocol.evaluate_split
+
+    def spy(model, split, task, classes, prefix, out_dir=None):
+        calls.append(prefix)
+        return real(model, split, task, classes, prefix, out_dir)
+
+    monkeypatch.setattr(protocol, "evaluate_split", spy)
+    cfg = RunConfig.from_flat({
+        "model.name": "eqcvt_stem", "model.fields": 2, "model.embed_dim": 8, "model.heads": 1,
+        "model.depth": 1, "model.stem_blocks": 1, "train.epochs": 3, "train.batch_size": 8,
+        "train.lr": 0.05, "train.device": "cpu", "data.n_train": 16, "data.n_val": 8,
+        "data.n_test": 8, "data.img_size": 24})
+    ckpt, out_dir, m, history = _train_one_seed(cfg, None, tmp_path)
+    vals = [h["val_acc"] for h in history]
+    best = max(range(len(vals)), key=lambda i: (vals[i], -i))
+    assert m["best_epoch"] == best + 1
+    assert m["val_acc"] == pytest.approx(vals[best])
+    assert json.loads((ckpt / "metrics.json").read_text())["epoch"] == best + 1
+    assert calls == ["val", "test"] and "test_acc" in m
+    assert (out_dir / "evaluation.json").is_file()
 
 
 @pytest.mark.slow

@@ -1,0 +1,86 @@
+"""The honest protocol shared by `final` and the study, behind thin call sites.
+
+- A seed changes the weights' initialisation, the data order and, for simulated data, the
+  training images; the validation and test images stay those of `data.seed`, so every seed and
+  every model is compared on the same images.
+- The checkpoint is the best validation epoch; seeds and models are ranked on validation only.
+- The test split is read once per trained model, after selection, and never feeds back.
+
+The three functions that touch other packages (`open_for_seed`, `train`, `evaluate_split`)
+are the only call sites of data opening, `engine.fit` and evaluation in final and the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import RunConfig
+
+
+def selection_metric(task: str) -> tuple[str, str]:
+    """(validation metric, mode) that picks checkpoints, seeds and models for a task."""
+    return ("val_mse", "min") if task == "regression" else ("val_acc", "max")
+
+
+def training_data_seed(data_seed: int, train_seed: int) -> int:
+    """The simulator seed of the training images of run `train_seed` (val/test keep
+    `data_seed`); stream seeds are hashed per split name, so no image is in two splits."""
+    return int(data_seed) + int(train_seed)
+
+
+def open_for_seed(data_cfg: Any, train_seed: int, device: str = "cpu") -> Any:
+    """The bundle one seed trains on: fixed val/test, training images drawn for the seed."""
+    from ..data.bundle import open_data
+
+    stream_device = device if data_cfg.on_the_fly else "cpu"
+    base = open_data(data_cfg, device=stream_device)
+    if data_cfg.source != "simulate" or train_seed == 0:
+        return base
+    seeded = dataclasses.replace(data_cfg, seed=training_data_seed(data_cfg.seed, train_seed),
+                                 n_val=1, n_test=0)
+    other = open_data(seeded, device=stream_device)
+    return dataclasses.replace(base, train=other.train, stream=other.stream,
+                               manifest={**base.manifest,
+                                         "train_data_seed": seeded.seed})
+
+
+def training_description(data_cfg: Any) -> str:
+    """What a run trains on, in words (logged as `final.data`)."""
+    if data_cfg.source == "simulate" and data_cfg.on_the_fly:
+        return "simulated stream (fresh images every step; val/test fixed)"
+    return "train split (val selects, test held out)"
+
+
+def train(cfg: RunConfig, bundle: Any, checkpoint_root: str | Path, *,
+          init_from: str | Path | None = None, callbacks: Sequence[Any] = ()) -> Any:
+    """engine.fit keeping the best validation epoch; returns its FitResult."""
+    from ..engine import fit
+
+    metric, mode = selection_metric(bundle.task)
+    return fit(cfg, callbacks, data=bundle, init_from=init_from,
+               checkpoint_root=checkpoint_root, keep_checkpoints=1, keep_best=(metric, mode))
+
+
+def best_model(result: Any, device: Any = "cpu") -> torch.nn.Module:
+    """The model of the best validation epoch (the last epoch if none had a finite value)."""
+    from ..engine import load_model
+
+    ckpt = result.best_checkpoint_dir or result.checkpoint_dir
+    return load_model(ckpt, device=device)
+
+
+def best_checkpoint(result: Any) -> Path:
+    return Path(result.best_checkpoint_dir or result.checkpoint_dir)
+
+
+def evaluate_split(model: torch.nn.Module, split: Any, task: str, classes: Sequence[str],
+                   prefix: str, out_dir: str | Path | None = None) -> dict[str, float]:
+    """Metrics `<prefix>_*` of one split (plots and evaluation.json with out_dir)."""
+    from ..evaluation import evaluate_model
+
+    return evaluate_model(model, split, task, classes, out_dir, prefix=prefix)
