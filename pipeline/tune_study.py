@@ -19,12 +19,9 @@ from ray import tune
 
 from . import tracking as T
 from .study.cells import build_cells
+from .study.report import KIND_PARENT as KIND_STUDY_PARENT
+from .study.report import KIND_STUDY, TAG_DATASET, TAG_MODEL, TAG_SEED, TAG_STUDY
 from .study.spec import StudySpec
-
-KIND_STUDY = "study"  # child runs: one per trained (model, dataset, seed)
-KIND_STUDY_PARENT = "study_parent"
-TAG_STUDY = "eqcvt.study"
-TAG_MODEL, TAG_DATASET, TAG_SEED = "eqcvt.study.model", "eqcvt.study.dataset", "eqcvt.study.seed"
 
 
 @dataclass
