@@ -150,7 +150,7 @@ def _pareto_section(runs: list[dict], ds: str, key: str, plots: Path, out: Path)
             + ", ".join(f"`{names[i]}`" for i in front), ""]
 
 
-_AT = re.compile(r"^test_(acc|mse|mae)@(.+)$")
+_AT = re.compile(r"^test_(acc|mse|mae):(.+)$")
 
 
 def _generalisation_section(children: list[dict]) -> list[str]:

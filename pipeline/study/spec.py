@@ -18,6 +18,7 @@ Unknown keys are errors naming the key and the file (StudySpecError, exit 2).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ SEARCH_KEYS = {"experiment", "top_k", "tracking_uri"}
 DATA_KEYS = {"label", "data", "shifted"}
 NEW_CLASS_KEYS = {"k", "hold_out", "datasets", "epochs"}
 DEFAULT_K = (16, 64, 256)
+_LABEL = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 class StudySpecError(ValueError):
@@ -171,6 +173,10 @@ def parse_study(text: str, path: str = "<study>", resolve_search: Any = None) ->
         label = str(d.get("label") or dflat.get("data.preset") or f"dataset{i}")
         datasets.append(DatasetEntry(label, dflat, sflat))
     for kind, entries in (("models", models), ("datasets", datasets)):
+        bad = [e.label for e in entries if not _LABEL.match(e.label)]
+        if bad:
+            raise _err(path, f"{kind}: label {bad[0]!r} may use only letters, digits, _ - . "
+                             "and : (it becomes part of MLflow metric names)")
         if not entries:
             raise _err(path, f"{kind}: at least one entry is needed")
         labels = [e.label for e in entries]

@@ -20,6 +20,7 @@ from . import protocol
 
 ROC_FILE = "roc.json"
 CONFUSION_FILE = "confusion.json"
+AT = ":"  # test_acc:model_iii; MLflow metric names may not contain "@"
 HEADLINE = ("acc", "auc_micro", "auc_macro", "mse", "mae")
 
 
@@ -109,7 +110,7 @@ def run_cell(cell: Mapping[str, Any], work: str | Path) -> dict[str, float]:
         if not compatible(bundle, other):
             continue
         m = protocol.evaluate_split(model, other.test, other.task, other.classes, "test")
-        out.update(_headline(m, "test", f"@{label}"))
+        out.update(_headline(m, "test", f"{AT}{label}"))
     new_class = cell.get("new_class")
     if new_class and bundle.task != "regression":
         from .newclass import new_class_study
