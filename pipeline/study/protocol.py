@@ -36,8 +36,9 @@ def training_data_seed(data_seed: int, train_seed: int) -> int:
 def open_for_seed(data_cfg: Any, train_seed: int, device: str = "cpu") -> Any:
     """The bundle one seed trains on: fixed val/test, training images drawn for the seed."""
     from ..data.bundle import open_data
+    from ..engine import resolve_device
 
-    stream_device = device if data_cfg.on_the_fly else "cpu"
+    stream_device = str(resolve_device(device)) if data_cfg.on_the_fly else "cpu"
     base = open_data(data_cfg, device=stream_device)
     if data_cfg.source != "simulate" or train_seed == 0:
         return base

@@ -18,7 +18,7 @@ def test_seed_changes_training_images_not_val_or_test():
 
 def test_on_the_fly_stream_follows_the_seed_and_is_named():
     cfg = DataConfig(n_train=8, n_val=4, n_test=4, img_size=16, on_the_fly=True)
-    a, b = open_for_seed(cfg, 0), open_for_seed(cfg, 2)
+    a, b = open_for_seed(cfg, 0, "auto"), open_for_seed(cfg, 2, "auto")
     assert a.train is None and torch.equal(a.val.images, b.val.images)
     assert not torch.equal(a.stream(0, 4)[0], b.stream(0, 4)[0])
     assert "train+val" not in training_description(cfg)
