@@ -70,6 +70,26 @@ def _device_name(name: str) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
+class _Progress(tune.Callback):
+    """One line per finished or failed trial: the study's progress on the console."""
+
+    def __init__(self, cells: Sequence[dict[str, Any]], say: Any) -> None:
+        self.cells, self.say, self.done = cells, say, 0
+
+    def _key(self, trial: Any) -> str:
+        return cell_key(self.cells[int(trial.config["cell"])])
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.done += 1
+        shown = ", ".join(f"{k} {result[k]:.4g}" for k in ("val_acc", "test_acc", "val_mse",
+                                                           "test_mse") if k in result)
+        self.say(f"[{self.done}/{len(self.cells)}] {self._key(trial)}: {shown}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.say(f"[red]trial {self._key(trial)} failed[/]")
+
+
 def _connect(address: str | None) -> None:
     if ray.is_initialized():
         return
@@ -111,6 +131,7 @@ def run_study(spec: StudySpec, *, experiment: str, tracking_uri: str | None,
         param_space={"cell": tune.grid_search(list(range(len(cells))))},
         tune_config=tune.TuneConfig(num_samples=1),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                  callbacks=[_Progress(cells, say)],
                                   failure_config=tune.FailureConfig(max_failures=max_failures)),
     )
     say(f"study {spec.name}: {len(cells)} trials ({len(spec.models)} models x "

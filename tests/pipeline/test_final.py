@@ -81,11 +81,15 @@ def test_final_registers_a_model_that_predicts(finished_search):
     for m in summary["models"]:
         assert len(m["per_seed"]) == 2
         assert 0.0 <= m["test"]["test_acc_mean"] <= 1.0 and "test_acc_std" in m["test"]
+        assert 0.0 <= m["test"]["val_acc_mean"] <= 1.0 and m["test"]["val_acc_n"] == 2
+    best_val = max(summary["models"], key=lambda m: m["test"]["val_acc_mean"])
+    assert summary["best_trial"] == best_val["trial_id"]
 
     tracker = T.Tracker(fs["uri"], fs["experiment"])
     finals = tracker.runs(kind="final")
     assert len(finals) == 2 and {r["status"] for r in finals} == {T.FINISHED}
     winner = next(r for r in finals if r["tags"].get("eqcvt.registered"))
+    assert winner["params"]["final.data"].startswith("train split")
     assert winner["tags"]["eqcvt.registered"] == "eqcvt-tiny/1"
     assert {"evaluation", "checkpoint"} <= set(tracker.list_artifacts(winner["run_id"]))
     versions = tracker.client.search_model_versions("name = 'eqcvt-tiny'")
