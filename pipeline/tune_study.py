@@ -43,10 +43,14 @@ def cell_key(cell: dict[str, Any]) -> str:
 def study_trial(config: dict[str, Any], cells: Sequence[dict[str, Any]] = (),
                 threads: int = 1) -> None:
     """One cell, on whatever node Tune placed it; reports once, with its artefacts."""
+    import logging
+
     import torch
 
     from .study.trial import run_cell
 
+    for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created"
+        logging.getLogger(name).setLevel(logging.WARNING)
     cell = cells[int(config["cell"])]
     if not cell["config"].get("train.num_threads"):
         torch.set_num_threads(max(1, threads))

@@ -36,15 +36,16 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def pareto_plot(points: Mapping[str, tuple[float, float, float]], title: str, ylabel: str,
-                path: Path) -> Path:
+                path: Path, higher_is_better: bool = True) -> Path:
     """points: model -> (params, mean, std); the front is drawn as a line."""
     names = sorted(points)
     xy = [(points[n][0], points[n][1]) for n in names]
+    sign = 1.0 if higher_is_better else -1.0
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for n in names:
         p, m, s = points[n]
         ax.errorbar([p], [m], yerr=[0 if s != s else s], fmt="o", capsize=3, label=n)
-    front = pareto_front(xy)
+    front = pareto_front([(p, sign * a) for p, a in xy])
     ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "k--", lw=1,
             label="Pareto front")
     ax.set_xscale("log")

@@ -140,10 +140,11 @@ def _pareto_section(runs: list[dict], ds: str, key: str, plots: Path, out: Path)
             pts[model] = (params[0], s.mean, s.std)
     if not pts:
         return []
+    higher = not key.endswith(("mse", "mae"))
     png = figures.pareto_plot(pts, f"{key} against parameters on {ds}", key,
-                              plots / f"pareto_{_safe(ds)}.png")
+                              plots / f"pareto_{_safe(ds)}.png", higher_is_better=higher)
     names = sorted(pts)
-    sign = -1 if key.endswith(("mse", "mae")) else 1
+    sign = 1 if higher else -1
     front = figures.pareto_front([(pts[n][0], sign * pts[n][1]) for n in names])
     return [f"![{key} against parameters on {ds}]({_rel(png, out)})", "",
             "Pareto front (fewest parameters for the accuracy): "
