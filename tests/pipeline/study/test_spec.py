@@ -89,3 +89,27 @@ def test_cli_refuses_a_bad_study_before_ray(tmp_path, capsys, monkeypatch):
     assert str(bad) in err and "eqcvt_stm" in err
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     assert main(["study", "no_such_study"]) == 2
+
+
+def test_models_from_the_top_trials_of_a_search(tmp_path):
+    from pipeline import tracking as T
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tr = T.Tracker(uri, "srch")
+    s = tr.start_run("srch", kind="search", params={"search.metric": "val_acc",
+                                                    "search.mode": "max"})
+    for tid, acc, fields in (("t1", 0.6, 2), ("t2", 0.9, 3), ("t3", 0.7, 4)):
+        r = tr.start_run(tid, kind="trial", parent=s, tags={T.TAG_TRIAL_ID: tid},
+                         params={"model.name": "eqcvt_stem", "model.fields": fields,
+                                 "train.lr": 0.01, "train.epochs": 7, "data.n_train": 9})
+        tr.log_metrics(r, {"best_val_acc": acc}, step=0, skip_logged=False)
+        tr.end_run(r)
+    tr.end_run(s)
+    text = BASE.replace("  - {model: {name: cvt_baseline}}",
+                        f"  - {{from_search: {{experiment: srch, top_k: 2, tracking_uri: '{uri}'}},"
+                        " train: {batch_size: 4}}")
+    spec = parse_study(text, "t.yaml")
+    assert [m.label for m in spec.models] == ["a", "srch:t2", "srch:t3"]
+    t2 = spec.models[1].flat
+    assert t2["model.fields"] == 3 and t2["train.batch_size"] == 4 and t2["train.lr"] == 0.01
+    assert "train.epochs" not in t2 and "data.n_train" not in t2  # budget and data: the study's
