@@ -120,6 +120,7 @@ def final_training(
     summary = FinalSummary(experiment, metric, mode, [])
     work = Path(tempfile.mkdtemp(prefix="eqcvt-final-"))
     best_ckpts: dict[str, Path] = {}
+    bundles: dict[str, Any] = {}  # shard datasets, opened once
     try:
         for rank, run in enumerate(chosen, 1):
             tid = run["tags"].get(T.TAG_TRIAL_ID, run["run_id"][:8])
@@ -137,7 +138,8 @@ def final_training(
             history0: list[dict[str, float]] = []
             for s in range(seeds):
                 cfg = base.with_updates({"train.seed": base.train.seed + s})
-                ckpt, out_dir, m, history = _train_one_seed(cfg, init, work / tid / f"s{s}")
+                ckpt, out_dir, m, history = _train_one_seed(cfg, init, work / tid / f"s{s}",
+                                                            bundles)
                 per_seed.append(m)
                 seed_dirs.append((ckpt, out_dir))
                 if s == 0:
@@ -192,10 +194,19 @@ def final_training(
     return summary
 
 
-def _train_one_seed(cfg: RunConfig, init: Path | None, work: Path
+def _train_one_seed(cfg: RunConfig, init: Path | None, work: Path,
+                    bundles: dict[str, Any] | None = None
                     ) -> tuple[Path, Path, dict[str, float], list[dict[str, float]]]:
     """Train one seed, keep its best validation epoch, then read val and (once) test."""
-    bundle = protocol.open_for_seed(cfg.data, cfg.train.seed, device=cfg.train.device)
+    # shard folders are the same for every seed: loaded once; simulated training images
+    # differ per seed, so they are made afresh (not kept: one copy in memory at a time)
+    key = json.dumps(asdict(cfg.data), sort_keys=True)
+    if cfg.data.source == "shards" and bundles is not None and key in bundles:
+        bundle = bundles[key]
+    else:
+        bundle = protocol.open_for_seed(cfg.data, cfg.train.seed, device=cfg.train.device)
+        if cfg.data.source == "shards" and bundles is not None:
+            bundles[key] = bundle
     res = protocol.train(cfg, bundle, work / "ckpt", init_from=init)
     model = protocol.best_model(res)
     val = protocol.evaluate_split(model, bundle.val, bundle.task, bundle.classes, "val")
