@@ -20,6 +20,7 @@ TAG_STUDY, TAG_MODEL, TAG_DATASET, TAG_SEED = ("eqcvt.study", "eqcvt.study.model
                                                 "eqcvt.study.dataset", "eqcvt.study.seed")
 CLASSIFICATION = ("test_acc", "test_auc_micro", "test_auc_macro", "val_acc")
 REGRESSION = ("test_mse", "test_mae", "val_mse")
+FIXED = ("num_params", "flops_per_image")
 COST = ("num_params", "flops_per_image", "train_time_s", "images_per_s", "best_epoch")
 INVARIANCE = ("rotation_logit_std", "invariance_error")
 
@@ -53,6 +54,12 @@ def study_runs(tracker: T.Tracker, study: str) -> tuple[dict[str, Any], list[dic
     children = [r for r in tracker.runs(kind=KIND_STUDY)
                 if r["tags"].get(T.TAG_PARENT) == parent["run_id"] and r["status"] == T.FINISHED]
     return parent, children
+
+
+def _fixed(values: list[float]) -> str:
+    """A value every seed shares (parameters, FLOPs): shown once."""
+    distinct = sorted(set(values))
+    return f"{distinct[0]:,.0f}" if len(distinct) == 1 else _cell(values)
 
 
 def _cell(values: list[float], digits: int = 4) -> str:
@@ -98,8 +105,10 @@ def write_study_report(study: str, *, experiment: str | None = None,
         keys = [*(REGRESSION if regression else CLASSIFICATION), *INVARIANCE, *COST]
         rows = []
         for (model,), mruns in _by(runs, TAG_MODEL).items():
-            rows.append([model, *(_cell(_vals(mruns, k)) for k in keys)])
-        parts += [f"## Dataset `{ds}`", "", _table(["model", *keys], rows), ""]
+            devices = sorted({r["tags"].get("eqcvt.device", "?") for r in mruns})
+            rows.append([model, *(_fixed(_vals(mruns, k)) if k in FIXED else _cell(_vals(mruns, k))
+                                  for k in keys), ", ".join(devices)])
+        parts += [f"## Dataset `{ds}`", "", _table(["model", *keys, "device"], rows), ""]
         if not regression:
             parts += _roc_section(tracker, runs, ds, plots, out)
         parts += _pareto_section(runs, ds, "test_mse" if regression else "test_acc", plots, out)
