@@ -62,6 +62,12 @@ def _fixed(values: list[float]) -> str:
     return f"{distinct[0]:,.0f}" if len(distinct) == 1 else _cell(values)
 
 
+def _interval(values: list[float]) -> str:
+    """The 95% t-interval of the mean over seeds (needs n >= 2)."""
+    s = spread(values)
+    return f"[{s.low:.4g}, {s.high:.4g}]" if s.n >= 2 else "-"
+
+
 def _cell(values: list[float], digits: int = 4) -> str:
     return spread(values).text(digits)
 
@@ -107,8 +113,10 @@ def write_study_report(study: str, *, experiment: str | None = None,
         for (model,), mruns in _by(runs, TAG_MODEL).items():
             devices = sorted({r["tags"].get("eqcvt.device", "?") for r in mruns})
             rows.append([model, *(_fixed(_vals(mruns, k)) if k in FIXED else _cell(_vals(mruns, k))
-                                  for k in keys), ", ".join(devices)])
-        parts += [f"## Dataset `{ds}`", "", _table(["model", *keys, "device"], rows), ""]
+                                  for k in keys), _interval(_vals(mruns, keys[0])),
+                         ", ".join(devices)])
+        parts += [f"## Dataset `{ds}`", "",
+                  _table(["model", *keys, f"{keys[0]} 95% CI", "device"], rows), ""]
         if not regression:
             parts += _roc_section(tracker, runs, ds, plots, out)
         parts += _pareto_section(runs, ds, "test_mse" if regression else "test_acc", plots, out)

@@ -49,6 +49,7 @@ def test_report_sections_from_mlflow(tmp_path):
         assert section in text
     assert "0.82 ± 0.028 (n=2)" in text  # small: mean of 0.80/0.84, sample std 0.0283
     assert "| small / m2 | 0.82 ± 0.028 (n=2) | 0.72 ± 0.028 (n=2) | 0.52 ± 0.028 (n=2) |" in text
+    assert "test_acc 95% CI" in text and "[0.5659, 1.074]" in text  # 0.82 ± 12.71*0.02
     assert "| 1,000 | 10,000 |" in text  # parameters and FLOPs shown once, not as a spread
     assert "Pareto front (fewest parameters for the accuracy): `small`" in text
     assert "97.1%" in text and "98.1%" in text
