@@ -92,11 +92,13 @@ def run_cell(cell: Mapping[str, Any], work: str | Path) -> dict[str, float]:
                                                     "val").items() if k.startswith("val_")}
     out.update(protocol.evaluate_split(model, bundle.test, bundle.task, classes, "test",
                                        art / "evaluation"))
-    images = sum(h["images_per_s"] * (h["epoch_time_s"]) for h in res.history)
+    # train_time_s: the epochs (training steps + per-epoch validation); train_wall_s: all of
+    # fit (model build, data, checkpoints); images_per_s: training steps only, mean over epochs
     train_time = float(sum(h.get("epoch_time_s", 0.0) for h in res.history))
+    rates = [h["images_per_s"] for h in res.history if "images_per_s" in h]
     out.update(best_epoch=float(res.best_epoch or res.epoch), epochs=float(res.epoch),
                train_time_s=train_time, train_wall_s=wall,
-               images_per_s=float(images / max(train_time, 1e-9)),
+               images_per_s=float(sum(rates) / max(1, len(rates))),
                num_params=float(res.num_params),
                flops_per_image=forward_flops(model, bundle.image_shape))
     if bundle.task != "regression":
