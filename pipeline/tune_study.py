@@ -68,9 +68,9 @@ def study_trial(config: dict[str, Any], cells: Sequence[dict[str, Any]] = (),
 def _device_name(name: str) -> str:
     import torch
 
-    from .engine import resolve_device
+    from .study.protocol import device_of
 
-    dev = resolve_device(name)
+    dev = device_of(name)
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 

@@ -41,7 +41,7 @@ def build_cells(spec: StudySpec) -> list[dict[str, Any]]:
 
 def check_buildable(spec: StudySpec) -> None:
     """Every model builds on every dataset's image shape and classes (before Ray starts)."""
-    from ..engine import build_model
+    from .protocol import build_model
     from .trial import open_test_only
 
     for ds in spec.datasets:

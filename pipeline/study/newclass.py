@@ -5,7 +5,6 @@ and on the new class's test images alone (`new_class_heldout_acc_k<k>`)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,27 +47,13 @@ def k_per_class(split: Split, k: int, n_classes: int) -> Split:
 def transfer_checkpoint(src: Path, cfg: RunConfig, bundle: Any, dst: Path) -> Path:
     """A weights-only checkpoint of the `bundle`-shaped model: every tensor whose shape
     matches is taken from `src`, the rest (the new output layer) keeps its fresh init."""
-    from ..engine import (
-        CONFIG_FILE,
-        MODEL_FILE,
-        STATE_FILE,
-        build_model,
-        load_checkpoint,
-        model_kwargs,
-    )
-
-    model = build_model(cfg, bundle)
-    model.train()
+    model = protocol.build_model(cfg, bundle)
+    model.train()  # escnn's state-dict keys in train mode, as checkpoints store them
     target = model.state_dict()
-    source = load_checkpoint(src)["model"]
+    source = protocol.load_weights(src)
     merged = {k: (source[k] if k in source and source[k].shape == v.shape else v)
               for k, v in target.items()}
-    dst.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": merged}, dst / STATE_FILE)
-    (dst / CONFIG_FILE).write_text(json.dumps(cfg.to_flat()))
-    (dst / MODEL_FILE).write_text(json.dumps({"name": cfg.model.name,
-                                              "kwargs": model_kwargs(cfg, bundle)}))
-    return dst
+    return protocol.write_weights(dst, cfg, bundle, merged)
 
 
 def new_class_study(cfg: RunConfig, bundle: Any, spec: Mapping[str, Any], work: Path

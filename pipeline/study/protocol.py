@@ -6,8 +6,9 @@
 - The checkpoint is the best validation epoch; seeds and models are ranked on validation only.
 - The test split is read once per trained model, after selection, and never feeds back.
 
-The three functions that touch other packages (`open_for_seed`, `train`, `evaluate_split`)
-are the only call sites of data opening, `engine.fit` and evaluation in final and the study.
+Every call of final and the study into the data, engine, checkpoint and evaluation modules
+goes through this module (`open_for_seed`, `train`, `evaluate_split`, `predict`, ...), so a
+move of those modules is re-pointed here alone.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ def training_data_seed(data_seed: int, train_seed: int) -> int:
 def open_for_seed(data_cfg: Any, train_seed: int, device: str = "cpu") -> Any:
     """The bundle one seed trains on: fixed val/test, training images drawn for the seed."""
     from ..data.bundle import open_data
-    from ..engine import resolve_device
 
-    stream_device = str(resolve_device(device)) if data_cfg.on_the_fly else "cpu"
+    stream_device = str(device_of(device)) if data_cfg.on_the_fly else "cpu"
     base = open_data(data_cfg, device=stream_device)
     if data_cfg.source != "simulate" or train_seed == 0:
         return base
@@ -63,7 +63,7 @@ def train(cfg: RunConfig, bundle: Any, checkpoint_root: str | Path, *,
     from ..engine import fit
 
     metric, mode = selection_metric(bundle.task)
-    return fit(cfg, callbacks, data=bundle, init_from=init_from,
+    return fit(cfg, data=bundle, callbacks=callbacks, init_from=init_from,
                checkpoint_root=checkpoint_root, keep_checkpoints=1, keep_best=(metric, mode))
 
 
@@ -85,3 +85,46 @@ def evaluate_split(model: torch.nn.Module, split: Any, task: str, classes: Seque
     from ..evaluation import evaluate_model
 
     return evaluate_model(model, split, task, classes, out_dir, prefix=prefix)
+
+
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: Any
+            ) -> torch.Tensor:
+    """Raw outputs (N, out) on the CPU, eval mode."""
+    from ..engine import predict as engine_predict
+
+    return engine_predict(model, images, batch_size, device)
+
+
+def device_of(name: str) -> torch.device:
+    """train.device ("auto", "cpu", "cuda:N") -> the torch device it means here."""
+    from ..engine import resolve_device
+
+    return resolve_device(name)
+
+
+def build_model(cfg: RunConfig, bundle: Any) -> torch.nn.Module:
+    """The model `cfg` names, shaped for `bundle` (channels, size, classes or targets)."""
+    from ..engine import build_model as engine_build
+
+    return engine_build(cfg, bundle)
+
+
+def load_weights(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
+    from ..engine import load_checkpoint
+
+    return load_checkpoint(checkpoint_dir)["model"]
+
+
+def write_weights(dst: Path, cfg: RunConfig, bundle: Any, state: dict[str, torch.Tensor]
+                  ) -> Path:
+    """A weights-only checkpoint directory that `fit(init_from=...)` and `load_model` read."""
+    import json
+
+    from ..engine import CONFIG_FILE, MODEL_FILE, STATE_FILE, model_kwargs
+
+    dst.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, dst / STATE_FILE)
+    (dst / CONFIG_FILE).write_text(json.dumps(cfg.to_flat()))
+    (dst / MODEL_FILE).write_text(json.dumps({"name": cfg.model.name,
+                                              "kwargs": model_kwargs(cfg, bundle)}))
+    return dst

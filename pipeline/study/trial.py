@@ -75,13 +75,11 @@ def _headline(metrics: Mapping[str, float], prefix: str, suffix: str) -> dict[st
 def run_cell(cell: Mapping[str, Any], work: str | Path) -> dict[str, float]:
     """Train one cell; writes artefacts (checkpoint, evaluation, roc.json, confusion.json)
     under `work/artifacts` and returns every metric of the cell."""
-    from ..engine import predict, resolve_device
-
     work = Path(work)
     art = work / "artifacts"
     art.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig.from_flat(cell["config"])
-    device = str(resolve_device(cfg.train.device))
+    device = str(protocol.device_of(cfg.train.device))
     bundle = protocol.open_for_seed(cfg.data, cfg.train.seed, device)
     t0 = time.perf_counter()
     res = protocol.train(cfg, bundle, work / "ckpt")
@@ -102,7 +100,7 @@ def run_cell(cell: Mapping[str, Any], work: str | Path) -> dict[str, float]:
                num_params=float(res.num_params),
                flops_per_image=forward_flops(model, bundle.image_shape))
     if bundle.task != "regression":
-        logits = predict(model, bundle.test.images, cfg.train.eval_batch_size, device)
+        logits = protocol.predict(model, bundle.test.images, cfg.train.eval_batch_size, device)
         labels = bundle.test.labels.long().cpu()
         (art / ROC_FILE).write_text(json.dumps(_roc_points(logits, labels)))
         cm = M.confusion_matrix(logits.argmax(1), labels, len(classes))

@@ -6,7 +6,6 @@ import torch
 
 from pipeline.config import RunConfig
 from pipeline.data.bundle import DataBundle, Split
-from pipeline.engine import build_model, load_checkpoint
 from pipeline.study import protocol
 from pipeline.study.newclass import k_per_class, new_class_study, transfer_checkpoint, without_class
 
@@ -39,9 +38,9 @@ def test_transfer_keeps_the_trunk_and_resizes_the_head(tmp_path):
     full = protocol.open_for_seed(cfg.data, 0)
     pre = protocol.train(cfg, without_class(full, 2), tmp_path / "pre")
     init = transfer_checkpoint(protocol.best_checkpoint(pre), cfg, full, tmp_path / "init")
-    src = load_checkpoint(protocol.best_checkpoint(pre))["model"]
-    dst = load_checkpoint(init)["model"]
-    assert set(dst) == set(build_model(cfg, full).state_dict())
+    src = protocol.load_weights(protocol.best_checkpoint(pre))
+    dst = protocol.load_weights(init)
+    assert set(dst) == set(protocol.build_model(cfg, full).state_dict())
     same = [k for k in dst if dst[k].shape == src[k].shape]
     changed = [k for k in dst if dst[k].shape != src[k].shape]
     assert changed and all(torch.equal(dst[k], src[k]) for k in same)
