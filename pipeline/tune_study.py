@@ -80,6 +80,12 @@ class _Progress(tune.Callback):
     def __init__(self, cells: Sequence[dict[str, Any]], say: Any) -> None:
         self.cells, self.say, self.done = cells, say, 0
 
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks; a console can't be
+        return {"cells": self.cells, "done": self.done}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, say=print)
+
     def _key(self, trial: Any) -> str:
         return cell_key(self.cells[int(trial.config["cell"])])
 
