@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--tracking-uri", default=None)
 
     rep = sub.add_parser("report", help="leaderboard of trials and final runs (markdown)")
-    rep.add_argument("--experiment", required=True, help=_SELECT_HELP)
+    rep.add_argument("--experiment", default=None, help=_SELECT_HELP)
+    rep.add_argument("--study", default=None, help="the report of this study, from MLflow")
     rep.add_argument("--out", default=None, help="report.md (plots are written beside it)")
     rep.add_argument("--tracking-uri", default=None)
 
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--n", type=int, default=None, help="images to predict (simulate)")
     pred.add_argument("--out", default=None, help="write predictions as CSV")
     pred.add_argument("--tracking-uri", default=None)
+
+    _add_study_parser(sub)
 
     cc = sub.add_parser("cluster-check", help="validate Ray cluster launcher files offline")
     cc.add_argument("rest", nargs=argparse.REMAINDER)
@@ -267,6 +270,16 @@ def cmd_final(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.study:
+        from .study.report import write_study_report
+
+        out = write_study_report(args.study, experiment=args.experiment,
+                                 tracking_uri=args.tracking_uri,
+                                 out=args.out or f"study-{args.study}.md")
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
+    if not args.experiment:
+        raise ValueError("report needs --experiment (a search) or --study NAME")
     from .report import write_report
 
     out = write_report(args.experiment, tracking_uri=args.tracking_uri, out=args.out)
@@ -288,9 +301,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study_parser(sub: Any) -> None:
+    st = sub.add_parser("study", help="benchmark study: models x datasets x seeds, one protocol")
+    st.add_argument("spec", help="study YAML, or a shipped study name (quick, seed_abstract, ...)")
+    st.add_argument("--experiment", default=None, help="MLflow experiment (default study-<name>)")
+    st.add_argument("--storage-path", default=None, help="Tune results (default ./ray_results)")
+    st.add_argument("--cpus-per-trial", type=float, default=1.0)
+    st.add_argument("--gpus-per-trial", type=float, default=0.0,
+                    help="fraction allowed: 0.25 packs four trials on a GPU")
+    st.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial")
+    st.add_argument("--out", default=None, help="report path (default ./study-<name>.md)")
+    _add_cluster(st)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Validate the study in full (names file and key, builds every model), then run it."""
+    from . import tracking
+    from .study.cells import check_buildable
+    from .study.report import write_study_report
+    from .study.spec import load_study
+
+    spec = load_study(args.spec)
+    check_buildable(spec)
+    experiment = args.experiment or f"study-{spec.name}"
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    tracking.check_server(uri)
+    storage = args.storage_path or default_storage()
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    console = _console()
+    from .tune.study import run_study
+
+    outcome = run_study(spec, experiment=experiment, tracking_uri=uri, storage_path=storage,
+                        address=args.address, cpus_per_trial=args.cpus_per_trial,
+                        gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
+                        say=console.print)
+    for key, err in outcome.errors.items():
+        console.print(f"[red]trial {key} failed[/]: {err.splitlines()[-1] if err else ''}")
+    out = write_study_report(spec.name, experiment=experiment, tracking_uri=uri,
+                             out=args.out or f"study-{spec.name}.md")
+    console.print(f"report: {out}")
+    print(out.read_text())
+    return 0 if outcome.ok else 1
+
+
 COMMANDS = {
     "run": cmd_run, "resume": cmd_resume, "final": cmd_final, "report": cmd_report,
-    "predict": cmd_predict,
+    "predict": cmd_predict, "study": cmd_study,
 }
 
 

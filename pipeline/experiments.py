@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import tracking as T
+from . import tracking
 
 DEFAULT_EXPERIMENT = "eqcvt-default"
 
@@ -22,7 +22,7 @@ DEFAULT_EXPERIMENT = "eqcvt-default"
 class SearchSelection:
     """One search run (a parent run) and the tracker of the experiment that holds it."""
 
-    tracker: T.Tracker
+    tracker: tracking.Tracker
     search: dict[str, Any]
 
     @property
@@ -31,7 +31,7 @@ class SearchSelection:
 
     @property
     def name(self) -> str:
-        return str(self.search["tags"].get(T.TAG_EXPERIMENT) or self.search["name"])
+        return str(self.search["tags"].get(tracking.TAG_EXPERIMENT) or self.search["name"])
 
     @property
     def metric(self) -> str:
@@ -42,7 +42,7 @@ class SearchSelection:
         return str(self.search["params"].get("search.mode", "max"))
 
     def trials(self) -> list[dict[str, Any]]:
-        return self.tracker.runs(kind="trial", extra=f"tags.`{T.TAG_PARENT}` = '{self.run_id}'")
+        return self.tracker.runs(kind="trial", extra=f"tags.`{tracking.TAG_PARENT}` = '{self.run_id}'")
 
     def finals(self, trials: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Final runs trained from this search's trials."""
@@ -53,7 +53,7 @@ class SearchSelection:
 
 def select_search(name: str, tracking_uri: str | None = None) -> SearchSelection:
     """The search called `name`, else the latest search of the MLflow experiment `name`."""
-    tracker = T.Tracker(tracking_uri, name)
+    tracker = tracking.Tracker(tracking_uri, name)
     searches = tracker.runs(kind="search")
     if not searches:
         home = _experiment_of_search(tracker, name)
@@ -62,20 +62,20 @@ def select_search(name: str, tracking_uri: str | None = None) -> SearchSelection
                 f"no search named {name!r} and no MLflow experiment {name!r} with searches "
                 f"at {tracker.uri}"
             )
-        tracker = T.Tracker(tracking_uri, home)
-        searches = tracker.runs(kind="search", extra=f"tags.`{T.TAG_EXPERIMENT}` = '{name}'")
+        tracker = tracking.Tracker(tracking_uri, home)
+        searches = tracker.runs(kind="search", extra=f"tags.`{tracking.TAG_EXPERIMENT}` = '{name}'")
     latest = max(searches, key=lambda r: r["start_time"] or 0)
     return SearchSelection(tracker, latest)
 
 
-def _experiment_of_search(tracker: T.Tracker, name: str) -> str | None:
+def _experiment_of_search(tracker: tracking.Tracker, name: str) -> str | None:
     client = tracker.client
     ids = [e.experiment_id for e in client.search_experiments()]
     if not ids:
         return None
     runs = client.search_runs(
-        ids, filter_string=f"tags.`{T.TAG_KIND}` = 'search' and "
-                           f"tags.`{T.TAG_EXPERIMENT}` = '{name}'",
+        ids, filter_string=f"tags.`{tracking.TAG_KIND}` = 'search' and "
+                           f"tags.`{tracking.TAG_EXPERIMENT}` = '{name}'",
         order_by=["attributes.start_time DESC"], max_results=1,
     )
     return client.get_experiment(runs[0].info.experiment_id).name if runs else None

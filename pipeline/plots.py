@@ -12,22 +12,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import metrics as M  # noqa: E402
+from . import metrics  # noqa: E402
 
 
 def roc_png(logits: Any, labels: Any, classes: Sequence[str], path: str | Path) -> Path:
     """One-vs-rest ROC curve per class plus the micro-average."""
-    probs = M.softmax(logits)
+    probs = metrics.softmax(logits)
     y = np.asarray(labels, dtype=np.int64)
     fig, ax = plt.subplots(figsize=(4.5, 4.2), dpi=100)
     for k, name in enumerate(classes):
         if 0 < int((y == k).sum()) < len(y):
-            fpr, tpr, _ = M.roc_curve(probs[:, k], y == k)
-            ax.plot(fpr, tpr, lw=1.2, label=f"{name} (AUC {M.roc_auc(probs[:, k], y == k):.3f})")
+            fpr, tpr, _ = metrics.roc_curve(probs[:, k], y == k)
+            ax.plot(fpr, tpr, lw=1.2, label=f"{name} (AUC {metrics.roc_auc(probs[:, k], y == k):.3f})")
     onehot = np.zeros_like(probs, dtype=bool)
     onehot[np.arange(len(y)), y] = True
-    fpr, tpr, _ = M.roc_curve(probs.ravel(), onehot.ravel())
-    ax.plot(fpr, tpr, "k--", lw=1.0, label=f"micro (AUC {M.micro_auc(probs, y):.3f})")
+    fpr, tpr, _ = metrics.roc_curve(probs.ravel(), onehot.ravel())
+    ax.plot(fpr, tpr, "k--", lw=1.0, label=f"micro (AUC {metrics.micro_auc(probs, y):.3f})")
     ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=7, loc="lower right")
@@ -35,7 +35,7 @@ def roc_png(logits: Any, labels: Any, classes: Sequence[str], path: str | Path) 
 
 
 def confusion_png(logits: Any, labels: Any, classes: Sequence[str], path: str | Path) -> Path:
-    counts = np.asarray(M.confusion_matrix(logits, labels, len(classes)))
+    counts = np.asarray(metrics.confusion_matrix(logits, labels, len(classes)))
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.2, 1.1 * len(classes) + 1.8), dpi=100)
     ax.imshow(counts, cmap="Blues")
     for (i, j), c in np.ndenumerate(counts):

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import tracking as T
+from . import tracking
 from .config import flat_keys
 from .experiments import select_search
 from .final import parse_params
@@ -70,7 +70,7 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
             f"- search run `{s['run_id']}` ({s['status']}): {p.get('search.name', '')}, "
             f"scheduler {p.get('search.scheduler', '')}, searcher {p.get('search.searcher', '')}, "
             f"{p.get('search.num_samples', '?')} trials x <= {p.get('search.max_epochs', '?')} "
-            f"epochs, metric {metric} ({mode}); git {s['tags'].get(T.TAG_GIT, '?')}"
+            f"epochs, metric {metric} ({mode}); git {s['tags'].get(tracking.TAG_GIT, '?')}"
         )
     counts: dict[str, int] = {}
     for r in trials:
@@ -86,7 +86,7 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
     for i, r in enumerate(ranked, 1):
         m, values = r["metrics"], parse_params(r["params"])
         rows.append([
-            i, r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]), r["status"],
+            i, r["tags"].get(tracking.TAG_TRIAL_ID, r["run_id"][:8]), r["status"],
             m.get(key), m.get(other), int(m.get("epoch", 0)), m.get("invariance_error"),
             m.get("rotation_logit_std"), *[fmt_count(m.get(c, math.nan)) for c in cost],
             m.get("time_total_s"), *[values.get(k, "") for k in keys],
@@ -103,7 +103,7 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
                         if mode == "max" else r["metrics"].get(f"{test_metric}_mean", 1e9)):
             m = r["metrics"]
             frows.append([
-                r["tags"].get(T.TAG_TRIAL_ID, ""), r["status"], _pm(m, test_metric),
+                r["tags"].get(tracking.TAG_TRIAL_ID, ""), r["status"], _pm(m, test_metric),
                 _pm(m, "test_auc_micro"), _pm(m, "test_mae"), _pm(m, "invariance_error"),
                 _int(m.get("num_params_mean")), m.get("train_time_s_mean"),
                 r["tags"].get("eqcvt.registered", ""),
@@ -114,7 +114,7 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
     curves = {}
     for r in ranked[:12]:
         with contextlib.suppress(Exception):
-            curves[r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8])] = tracker.metric_history(
+            curves[r["tags"].get(tracking.TAG_TRIAL_ID, r["run_id"][:8])] = tracker.metric_history(
                 r["run_id"], metric)
     if curves:
         p = plots.curves_png(curves, metric, plot_dir / "curves.png")
@@ -127,9 +127,9 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
                               plot_dir / "size.png", log_x=True)
         lines.append(f"![best {metric} vs size]({p.relative_to(out_path.parent)})")
     if finals:
-        vals = {r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]):
+        vals = {r["tags"].get(tracking.TAG_TRIAL_ID, r["run_id"][:8]):
                 r["metrics"].get(f"{test_metric}_mean", math.nan) for r in finals}
-        errs = {r["tags"].get(T.TAG_TRIAL_ID, r["run_id"][:8]):
+        errs = {r["tags"].get(tracking.TAG_TRIAL_ID, r["run_id"][:8]):
                 r["metrics"].get(f"{test_metric}_std", 0.0) for r in finals}
         p = plots.bar_png(vals, errs, test_metric, plot_dir / "final.png")
         lines.append(f"![final {test_metric}]({p.relative_to(out_path.parent)})")

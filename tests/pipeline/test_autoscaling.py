@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tracking as T
+from pipeline import tracking
 
 from .ray_cluster import (
     FAKE_HEAD_NODE_ID,
@@ -67,12 +67,12 @@ def test_autoscaler_adds_gpu_nodes_and_packs_four_trials_per_gpu(tmp_path: Path)
     assert launches, monitor[-3000:]
 
     # Where and when each trial ran, from MLflow (the driver logs every result there).
-    tracker = T.Tracker(uri, "autoscale")
+    tracker = tracking.Tracker(uri, "autoscale")
     runs = tracker.runs(kind="trial")
     assert len(runs) == TRIALS
     placement: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for run in runs:
-        assert run["status"] == T.FINISHED, run
+        assert run["status"] == tracking.FINISHED, run
         epochs = tracker.client.get_metric_history(run["run_id"], "epoch")
         assert sorted(int(m.step) for m in epochs) == list(range(1, EPOCHS + 1)), run["name"]
         node, gpus = run["tags"]["ray.node_id"], run["tags"]["ray.gpu_ids"]

@@ -7,25 +7,25 @@ import time
 
 import pytest
 
-from pipeline import tracking as T
+from pipeline import tracking
 from pipeline.experiments import DEFAULT_EXPERIMENT, select_search
 from pipeline.final import best_trials
 from pipeline.report import write_report
 
 
-def add_search(tracker: T.Tracker, name: str, trials: dict[str, dict[str, float]],
-               lr: float = 0.0022272466466948426) -> T.RunRef:
-    parent = tracker.start_run(name, kind="search", tags={T.TAG_EXPERIMENT: name},
+def add_search(tracker: tracking.Tracker, name: str, trials: dict[str, dict[str, float]],
+               lr: float = 0.0022272466466948426) -> tracking.RunRef:
+    parent = tracker.start_run(name, kind="search", tags={tracking.TAG_EXPERIMENT: name},
                                params={"search.metric": "val_acc", "search.mode": "max",
                                        "search.name": name})
     for i, (tid, metrics) in enumerate(trials.items()):
         ref = tracker.start_run(f"trial_{tid}", kind="trial", parent=parent,
-                                tags={T.TAG_TRIAL_ID: tid, T.TAG_EXPERIMENT: name},
+                                tags={tracking.TAG_TRIAL_ID: tid, tracking.TAG_EXPERIMENT: name},
                                 params={"train.lr": lr * (i + 1), "model.group": "C4",
                                         "train.batch_size": 32 + i})
         tracker.log_metrics(ref, metrics, step=1, skip_logged=False)
-        tracker.end_run(ref, T.FINISHED)
-    tracker.end_run(parent, T.FINISHED)
+        tracker.end_run(ref, tracking.FINISHED)
+    tracker.end_run(parent, tracking.FINISHED)
     assert tracker.flush(timeout=10)
     time.sleep(0.01)  # distinct start times
     return parent
@@ -34,7 +34,7 @@ def add_search(tracker: T.Tracker, name: str, trials: dict[str, dict[str, float]
 @pytest.fixture()
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = T.Tracker(uri, DEFAULT_EXPERIMENT)
+    tracker = tracking.Tracker(uri, DEFAULT_EXPERIMENT)
     add_search(tracker, "first-search", {
         "a_00000": {"best_val_acc": 0.91, "num_params": 64810.0, "flops": 1.23456789e7},
         "a_00001": {"best_val_acc": 0.55, "num_params": 1200.0}})
@@ -47,10 +47,10 @@ def test_a_search_name_selects_that_search_in_the_shared_experiment(store):
     uri, _ = store
     first = select_search("first-search", uri)
     assert first.tracker.experiment == DEFAULT_EXPERIMENT and first.name == "first-search"
-    assert {r["tags"][T.TAG_TRIAL_ID] for r in first.trials()} == {"a_00000", "a_00001"}
+    assert {r["tags"][tracking.TAG_TRIAL_ID] for r in first.trials()} == {"a_00000", "a_00001"}
     latest = select_search(DEFAULT_EXPERIMENT, uri)  # an experiment: its latest search
     assert latest.name == "second-search"
-    assert [r["tags"][T.TAG_TRIAL_ID] for r in latest.trials()] == ["b_00000"]
+    assert [r["tags"][tracking.TAG_TRIAL_ID] for r in latest.trials()] == ["b_00000"]
     with pytest.raises(ValueError, match="no search named 'nope'"):
         select_search("nope", uri)
 
@@ -59,7 +59,7 @@ def test_final_ranks_the_trials_of_one_search_only(store):
     uri, _ = store
     sel = select_search(DEFAULT_EXPERIMENT, uri)
     ranked = best_trials(sel.tracker, sel.metric, sel.mode, 5, parent=sel.run_id)
-    assert [r["tags"][T.TAG_TRIAL_ID] for r in ranked] == ["b_00000"]  # not a_00000 (0.91)
+    assert [r["tags"][tracking.TAG_TRIAL_ID] for r in ranked] == ["b_00000"]  # not a_00000 (0.91)
 
 
 def test_report_columns_and_four_significant_digits(store):

@@ -6,7 +6,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from pipeline import tracking as T
+from pipeline import tracking
 
 
 def outage_error() -> MlflowException:
@@ -14,7 +14,7 @@ def outage_error() -> MlflowException:
                            "ConnectionError('refused')")
 
 
-def fail_once(monkeypatch: Any, tracker: T.Tracker, method: str, *,
+def fail_once(monkeypatch: Any, tracker: tracking.Tracker, method: str, *,
               reply_lost: bool = False) -> dict[str, int]:
     """The next `tracker.client.<method>` call fails like an outage; with reply_lost, the
     server did the work first (the reply never came back). -> counts of calls made."""
@@ -33,7 +33,7 @@ def fail_once(monkeypatch: Any, tracker: T.Tracker, method: str, *,
     return calls
 
 
-def retry_now(tracker: T.Tracker) -> None:
+def retry_now(tracker: tracking.Tracker) -> None:
     """Let the back-off pass and flush; every queued call must get through."""
     tracker._retry_at = 0.0
     assert tracker.flush(timeout=10) and tracker.pending == 0

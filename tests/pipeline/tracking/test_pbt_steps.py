@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from types import SimpleNamespace
 
-from pipeline import tracking as T
+from pipeline import tracking
 from pipeline.tune import TrackingCallback
 
 
@@ -16,7 +16,7 @@ def _result(epoch: int, val_loss: float, donor: str = "", donor_epoch: int = 0) 
 
 
 def test_pbt_exploit_does_not_relog_steps(tmp_path):
-    tracker = T.Tracker(f"sqlite:///{tmp_path / 'm.db'}", "pbt", buffered=True)
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'm.db'}", "pbt", buffered=True)
     parent = tracker.start_run("pbt", kind="search")
     request = SimpleNamespace(experiment="pbt", search_id="s1")
     spec = SimpleNamespace(metric="val_loss", mode="min", scheduler="pbt",
@@ -29,7 +29,7 @@ def test_pbt_exploit_does_not_relog_steps(tmp_path):
     trial.config = {**trial.config, "train.lr": 0.02}
     for epoch in (2, 3, 4):
         cb.on_trial_result(epoch, [], trial, _result(epoch, 0.5 / epoch, "t0", 1))
-    tracker.end_run(cb.runs["t1"], T.FINISHED)
+    tracker.end_run(cb.runs["t1"], tracking.FINISHED)
     assert tracker.flush(timeout=10)
 
     run_id = cb.runs["t1"].run_id

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import tracking as T
+from pipeline import tracking
 from pipeline.checkpoints import load_model
 from pipeline.config import RunConfig
 from pipeline.data.bundle import DataBundle, Split
@@ -32,19 +32,19 @@ def test_registered_model_loads_back_and_predicts(tmp_path):
         "train.batch_size": 4, "train.num_threads": 1,
     })
     res = fit(cfg, data=bundle, checkpoint_root=tmp_path / "ckpt")
-    tr = T.Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp")
+    tr = tracking.Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp")
     run = tr.start_run("final", kind="final")
     version = tr.register_model(run, res.checkpoint_dir, "eqcvt-test", config=cfg.to_flat())
     tr.end_run(run)
     assert version == "1"
     assert tr.resolve_model_version("eqcvt-test") == ("eqcvt-test", "1")
-    model, name, ver = T.load_registered(tr.uri, "eqcvt-test")
+    model, name, ver = tracking.load_registered(tr.uri, "eqcvt-test")
     assert (name, ver) == ("eqcvt-test", "1")
     x = bundle.test.images.numpy()
     out = np.asarray(model.predict(x))
     assert out.shape == (4, 2)
     direct = predict(load_model(res.checkpoint_dir), bundle.test.images).numpy()
     np.testing.assert_allclose(out, direct, rtol=1e-5, atol=1e-6)
-    inner = T.unwrap_pyfunc(model)
+    inner = tracking.unwrap_pyfunc(model)
     assert inner.config["model.group"] == "C4"
     assert Path(tr.uri[len("sqlite:///"):]).is_file()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tracking as T
+from pipeline import tracking
 
 from ..ray_cluster import BIN, free_port, kill_session
 from .outage import retry_now
@@ -27,9 +27,9 @@ def _server(port: int, root: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 120
     while True:
         try:
-            T.check_server(f"http://127.0.0.1:{port}", timeout=2.0)
+            tracking.check_server(f"http://127.0.0.1:{port}", timeout=2.0)
             return proc
-        except T.TrackingUnavailable:
+        except tracking.TrackingUnavailable:
             if proc.poll() is not None or time.monotonic() > deadline:
                 kill_session(proc.pid)
                 pytest.fail((root / "server.log").read_text()[-3000:])
@@ -43,7 +43,7 @@ def test_server_gone_after_create_run_leaves_one_parent_with_params(tmp_path, mo
     port = free_port()
     server = _server(port, tmp_path)
     try:
-        tr = T.Tracker(f"http://127.0.0.1:{port}", "outage", buffered=True,
+        tr = tracking.Tracker(f"http://127.0.0.1:{port}", "outage", buffered=True,
                        log=lambda m: None)
         assert tr.experiment_id
         real = tr.client.create_run
@@ -57,15 +57,15 @@ def test_server_gone_after_create_run_leaves_one_parent_with_params(tmp_path, mo
             return run
 
         monkeypatch.setattr(tr.client, "create_run", create_then_server_dies)
-        parent = tr.start_run("search", kind="search", tags={T.TAG_SEARCH_ID: "s1"},
+        parent = tr.start_run("search", kind="search", tags={tracking.TAG_SEARCH_ID: "s1"},
                               params={"search.name": "tiny", "search.num_samples": 2})
         assert tr.pending == 1 and calls["n"] == 1
         server = _server(port, tmp_path)  # back, same store
         retry_now(tr)
-        tr.end_run(parent, T.FINISHED)
+        tr.end_run(parent, tracking.FINISHED)
         assert tr.flush(timeout=30)
         runs = tr.runs(kind="search")
-        assert [(r["run_id"], r["status"]) for r in runs] == [(parent.run_id, T.FINISHED)]
+        assert [(r["run_id"], r["status"]) for r in runs] == [(parent.run_id, tracking.FINISHED)]
         assert runs[0]["params"] == {"search.name": "tiny", "search.num_samples": "2"}
         assert calls["n"] == 1  # found again, not created twice
     finally:

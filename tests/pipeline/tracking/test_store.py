@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipeline import tracking as T
+from pipeline import tracking
 from pipeline.tracking.store import is_outage
 
 from .outage import outage_error
@@ -17,10 +17,10 @@ from .outage import outage_error
 
 def test_default_uri_is_absolute_sqlite_in_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert T.default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert T.resolve_tracking_uri(None) == T.default_tracking_uri()
-    assert T.resolve_tracking_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path.resolve()}/rel.db"
-    assert T.resolve_tracking_uri("http://h:5000") == "http://h:5000"
+    assert tracking.default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking.resolve_tracking_uri(None) == tracking.default_tracking_uri()
+    assert tracking.resolve_tracking_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path.resolve()}/rel.db"
+    assert tracking.resolve_tracking_uri("http://h:5000") == "http://h:5000"
 
 
 def test_check_server_fails_fast_with_a_clear_message():
@@ -29,10 +29,10 @@ def test_check_server_fails_fast_with_a_clear_message():
         port = s.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
-    with pytest.raises(T.TrackingUnavailable, match="not reachable") as err:
-        T.check_server(uri, timeout=2.0)
+    with pytest.raises(tracking.TrackingUnavailable, match="not reachable") as err:
+        tracking.check_server(uri, timeout=2.0)
     assert uri in str(err.value) and time.monotonic() - t0 < 10
-    T.check_server("sqlite:///x.db")  # nothing to check
+    tracking.check_server("sqlite:///x.db")  # nothing to check
 
 
 def test_outages_are_told_from_bad_requests():
@@ -47,6 +47,6 @@ def test_tag_names_need_no_mlflow_import():
     """Trial workers read the tag names; only the Tracker and the registry load MLflow."""
     import subprocess
 
-    code = ("import sys; from pipeline import tracking as T; T.TAG_TRIAL_ID, T.FINISHED; "
-            "assert 'mlflow' not in sys.modules; T.Tracker; assert 'mlflow' in sys.modules")
+    code = ("import sys; from pipeline import tracking; tracking.TAG_TRIAL_ID, tracking.FINISHED; "
+            "assert 'mlflow' not in sys.modules; tracking.Tracker; assert 'mlflow' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

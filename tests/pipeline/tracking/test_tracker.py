@@ -5,51 +5,51 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import tracking as T
+from pipeline import tracking
 
 from .outage import fail_once, outage_error, retry_now
 
-TRIAL_FIND = f"tags.`{T.TAG_TRIAL_ID}` = 't1'"
+TRIAL_FIND = f"tags.`{tracking.TAG_TRIAL_ID}` = 't1'"
 
 
 @pytest.fixture
-def tracker(tmp_path) -> T.Tracker:
-    return T.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+def tracker(tmp_path) -> tracking.Tracker:
+    return tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
 
 
 @pytest.fixture
 def buffered(tmp_path):
     messages: list[str] = []
-    tr = T.Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp", buffered=True, log=messages.append)
+    tr = tracking.Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp", buffered=True, log=messages.append)
     tr.messages = messages
     yield tr
     tr.close()
 
 
-def _start_trial(tr: T.Tracker, parent: T.RunRef, **params) -> T.RunRef:
-    return tr.start_run("trial_t1", kind="trial", parent=parent, tags={T.TAG_TRIAL_ID: "t1"},
+def _start_trial(tr: tracking.Tracker, parent: tracking.RunRef, **params) -> tracking.RunRef:
+    return tr.start_run("trial_t1", kind="trial", parent=parent, tags={tracking.TAG_TRIAL_ID: "t1"},
                         params=params, find=TRIAL_FIND)
 
 
 def test_parent_and_child_runs_continue_instead_of_duplicating(tracker):
-    parent = tracker.start_run("search", kind="search", tags={T.TAG_SEARCH_ID: "s1"})
+    parent = tracker.start_run("search", kind="search", tags={tracking.TAG_SEARCH_ID: "s1"})
     child = _start_trial(tracker, parent, **{"train.lr": 0.01})
     tracker.log_metrics(child, {"val_acc": 0.5, "epoch": 1}, step=1)
     tracker.log_metrics(child, {"val_acc": 0.6, "epoch": 2}, step=2)
-    tracker.end_run(child, T.KILLED)  # e.g. Ctrl-C
+    tracker.end_run(child, tracking.KILLED)  # e.g. Ctrl-C
 
     again = _start_trial(tracker, parent, **{"train.lr": 0.01})
     assert again.run_id == child.run_id and again.max_step == 2
     tracker.log_metrics(again, {"val_acc": 0.6, "epoch": 2}, step=2)  # repeated epoch: skipped
     tracker.log_metrics(again, {"val_acc": 0.7, "epoch": 3}, step=3)
-    tracker.end_run(again, T.FINISHED)
-    tracker.end_run(parent, T.FINISHED)
+    tracker.end_run(again, tracking.FINISHED)
+    tracker.end_run(parent, tracking.FINISHED)
 
     trials = tracker.runs(kind="trial")
     assert len(trials) == 1
     (run,) = trials
-    assert run["status"] == T.FINISHED and run["params"]["train.lr"] == "0.01"
-    assert run["tags"][T.TAG_PARENT] == parent.run_id
+    assert run["status"] == tracking.FINISHED and run["params"]["train.lr"] == "0.01"
+    assert run["tags"][tracking.TAG_PARENT] == parent.run_id
     assert tracker.metric_history(run["run_id"], "val_acc") == [(1, 0.5), (2, 0.6), (3, 0.7)]
 
 
@@ -69,11 +69,11 @@ def test_buffered_tracker_survives_an_outage_in_order(buffered, monkeypatch):
         buffered.log_metrics(run, {"val_acc": step / 10}, step=step)  # never raises
     assert buffered.pending == 3 and any("buffering" in m for m in buffered.messages)
     down["on"] = False
-    buffered.end_run(run, T.FINISHED)
+    buffered.end_run(run, tracking.FINISHED)
     retry_now(buffered)
     assert any("back" in m for m in buffered.messages)
     assert buffered.metric_history(run.run_id, "val_acc") == [(1, 0.1), (2, 0.2), (3, 0.3)]
-    assert buffered.runs(kind="trial")[0]["status"] == T.FINISHED
+    assert buffered.runs(kind="trial")[0]["status"] == tracking.FINISHED
 
 
 def test_backlog_lists_what_never_reached_the_server(buffered, monkeypatch, tmp_path):
@@ -112,7 +112,7 @@ def test_continued_run_gets_missing_params_and_tags_but_keeps_its_values(tracker
     parent = tracker.start_run("search", kind="search")
     first = _start_trial(tracker, parent, **{"train.lr": 0.01})
     again = tracker.start_run("trial_t1", kind="trial", parent=parent,
-                              tags={T.TAG_TRIAL_ID: "t1", "eqcvt.note": "resumed"},
+                              tags={tracking.TAG_TRIAL_ID: "t1", "eqcvt.note": "resumed"},
                               params={"train.lr": 0.5, "train.seed": 3}, find=TRIAL_FIND)
     assert again.run_id == first.run_id
     (run,) = tracker.runs(kind="trial")
@@ -124,15 +124,15 @@ def test_continued_run_gets_missing_params_and_tags_but_keeps_its_values(tracker
 def test_retried_parent_start_makes_one_parent(buffered, monkeypatch, fail):
     """The outage hits the params batch, or the reply of a create_run the server did."""
     fail_once(monkeypatch, buffered, fail, reply_lost=fail == "create_run")
-    parent = buffered.start_run("search", kind="search", tags={T.TAG_SEARCH_ID: "s1"},
+    parent = buffered.start_run("search", kind="search", tags={tracking.TAG_SEARCH_ID: "s1"},
                                 params={"search.name": "tiny"})
     retry_now(buffered)
-    buffered.end_run(parent, T.FINISHED)
+    buffered.end_run(parent, tracking.FINISHED)
     assert buffered.flush(timeout=5)
     runs = buffered.runs(kind="search")
-    assert [(r["run_id"], r["status"]) for r in runs] == [(parent.run_id, T.FINISHED)]
+    assert [(r["run_id"], r["status"]) for r in runs] == [(parent.run_id, tracking.FINISHED)]
     assert runs[0]["params"] == {"search.name": "tiny"}
-    assert runs[0]["tags"][T.TAG_SEARCH_ID] == "s1"
+    assert runs[0]["tags"][tracking.TAG_SEARCH_ID] == "s1"
 
 
 @pytest.mark.parametrize("skip_logged", [True, False])
@@ -155,7 +155,7 @@ def test_continued_run_reads_its_last_step_through_an_outage(buffered, monkeypat
     child = _start_trial(buffered, parent)
     for step in (1, 2):
         buffered.log_metrics(child, {"val_acc": step / 10, "epoch": step}, step=step)
-    buffered.end_run(child, T.KILLED)
+    buffered.end_run(child, tracking.KILLED)
     assert buffered.flush(timeout=5)
     fail_once(monkeypatch, buffered, "get_metric_history")
     again = _start_trial(buffered, parent)

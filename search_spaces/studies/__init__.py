@@ -1,0 +1,1 @@
+"""Shipped study files (`eqcvt-search study NAME`)."""
