@@ -85,3 +85,27 @@ def test_report_has_no_flops_column_until_trials_log_them(store):
     assert "params" in header and "FLOPs" not in header
     assert not math.isnan(select_search("second-search", uri).trials()[0]["metrics"][
         "num_params"])
+
+
+def test_final_runs_are_ranked_by_validation_with_n_and_interval(store):
+    """The model that is best on test but not on validation is not ranked first."""
+    uri, tmp = store
+    sel = select_search("first-search", uri)
+    trials = {r["tags"][tracking.TAG_TRIAL_ID]: r["run_id"] for r in sel.trials()}
+    finals = {"a_00000": (0.80, 0.95), "a_00001": (0.90, 0.70)}  # (val mean, test mean)
+    for tid, (val, test) in finals.items():
+        ref = sel.tracker.start_run(f"final_{tid}", kind="final",
+                                    tags={tracking.TAG_TRIAL_ID: tid,
+                                          "eqcvt.trial_run_id": trials[tid]})
+        sel.tracker.log_metrics(ref, {
+            "val_acc_mean": val, "val_acc_std": 0.01, "val_acc_n": 3.0,
+            "test_acc_mean": test, "test_acc_std": 0.02, "test_acc_n": 3.0,
+            "test_acc_ci_low": test - 0.05, "test_acc_ci_high": test + 0.05,
+        }, step=0, skip_logged=False)
+        sel.tracker.end_run(ref, tracking.FINISHED)
+    assert sel.tracker.flush(timeout=10)
+    text = write_report("first-search", tracking_uri=uri, out=tmp / "f.md").read_text()
+    section = text[text.index("## Final runs"):]
+    rows = [line for line in section.splitlines() if line.startswith("| a_")]
+    assert [r.split("|")[1].strip() for r in rows] == ["a_00001", "a_00000"]
+    assert "0.9 ± 0.01 (n=3)" in rows[0] and "[0.65, 0.75]" in rows[0]
