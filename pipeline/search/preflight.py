@@ -53,9 +53,9 @@ def preflight(spec: SearchSpec, *, samples: int = DEFAULT_SAMPLES, seed: int = 0
         except ValueError as err:
             raise SearchSpaceError(spec.source, "params",
                                    f"a sampled config is invalid: {err}") from None
-        bundle = _shape_bundle(cfg.data, spec.source, pinned)
+        bundle = shape_bundle(cfg.data, spec.source, pinned)
         try:
-            key = _arch_key(cfg, bundle)
+            key = arch_key(cfg, bundle)
             if key not in built:
                 build_and_run(cfg, bundle)
                 built.add(key)
@@ -108,7 +108,7 @@ def _build_error(source: str, cfg: RunConfig, flat: Mapping[str, Any], bundle: A
     blamed = []
     for k in keys:
         try:
-            build_and_run(cfg.with_updates({k: defaults[k]}), _shape_bundle(
+            build_and_run(cfg.with_updates({k: defaults[k]}), shape_bundle(
                 cfg.with_updates({k: defaults[k]}).data, source, pinned))
         except Exception:  # noqa: BLE001 - still broken without this key: not the culprit
             continue
@@ -126,7 +126,7 @@ def _where(source: str, key: str, pinned: Collection[str]) -> str:
     return COMMAND_LINE if key in pinned else source
 
 
-def _arch_key(cfg: RunConfig, bundle: Any) -> tuple[Any, ...]:
+def arch_key(cfg: RunConfig, bundle: Any) -> tuple[Any, ...]:
     from ..engine import model_kwargs
 
     kwargs = model_kwargs(cfg, bundle)
@@ -138,7 +138,7 @@ def _arch_key(cfg: RunConfig, bundle: Any) -> tuple[Any, ...]:
 _SHAPES: dict[DataConfig, Any] = {}
 
 
-def _shape_bundle(data: DataConfig, source: str, pinned: Collection[str]) -> Any:
+def shape_bundle(data: DataConfig, source: str, pinned: Collection[str]) -> Any:
     """A DataBundle with the data's shapes and classes and no images (val/test empty)."""
     if data not in _SHAPES:
         _SHAPES[data] = _read_shapes(data, source, pinned)
