@@ -109,6 +109,7 @@ def final_training(
     from_checkpoint: bool = False,
     overrides: Mapping[str, Any] | None = None,
     console: Any = None,
+    pareto: bool = False,
 ) -> FinalSummary:
     from .data.bundle import open_data
     from .engine import fit
@@ -118,7 +119,14 @@ def final_training(
     search = select_search(experiment, tracking_uri)  # one search, never several mixed
     tracker, metric, mode = search.tracker, search.metric, search.mode
     test_metric = "test_" + metric.removeprefix("val_")
-    chosen = best_trials(tracker, metric, mode, top_k, parent=search.run_id)
+    # -- selection hook (pareto branch): --pareto retrains the Pareto set, not the top K
+    if pareto:
+        from .pareto import search_pareto_set
+
+        chosen = search_pareto_set(search)
+    else:
+        chosen = best_trials(tracker, metric, mode, top_k, parent=search.run_id)
+    # -- end of selection hook
     if not chosen:
         raise ValueError(f"no finished trials with best_{metric} in experiment {experiment!r}")
     summary = FinalSummary(experiment, metric, mode, [])

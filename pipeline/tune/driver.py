@@ -120,6 +120,7 @@ def _start_tracking(request: SearchRequest, spec: SearchSpec, manifest: Any,
             "search.mode": spec.mode, "search.num_samples": spec.num_samples,
             "search.max_epochs": spec.max_epochs,
             "search.objectives": json.dumps([[o.metric, o.mode] for o in spec.all_objectives]),
+            "search.warm_start": request.warm_start or "",
             "search.constraints": json.dumps({k: [b.min, b.max]
                                               for k, b in spec.constraints.items()}),
             **{f"fixed.{k}": v for k, v in spec.fixed().items()},
