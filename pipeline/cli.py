@@ -207,7 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console.print(f"[bold]eqcvt-search[/] {experiment}: {space} -> {request.experiment_path}")
     console.print(f"MLflow: {uri} (experiment {mlflow_experiment})")
-    rc = _report_outcome(ptune.run_search(request, spec=spec, warm=warm), console)
+    extra = {"warm": warm} if warm is not None else {}
+    rc = _report_outcome(ptune.run_search(request, spec=spec, **extra), console)
     if rc == 0:
         print_next_commands(console, uri, experiment, mlflow_experiment,
                             epochs=2 * (args.epochs or spec.max_epochs))
