@@ -128,7 +128,10 @@ def _parse_objectives(source: str, doc: Mapping[str, Any]) -> tuple[Objective, .
         metric = _typed(source, item, "metric", str, None)
         if metric is None:
             raise SearchSpaceError(source, f"{name}.metric", "expected a metric name")
-        out.append(Objective(metric, _enum(source, item, "mode", MODES, None)))
+        if item["mode"] not in MODES:
+            raise SearchSpaceError(source, f"{name}.mode",
+                                   f"must be one of {', '.join(MODES)}, got {item['mode']!r}")
+        out.append(Objective(metric, item["mode"]))
     return tuple(out)
 
 

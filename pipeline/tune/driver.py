@@ -313,7 +313,9 @@ def resume_search(experiment_path: str, *, address: str | None = None,
         ] + [cb, live, guard]
     _fit(tuner, cb, view)
     _close_finished_runs(tracker, request, cb)
-    return _finish(request, spec, tracker, parent, cb, view, guard)
+    # the restored searcher holds every session's rejections (its state is Tune's to restore)
+    searcher = getattr(getattr(tuner._local_tuner, "_tune_config", None), "search_alg", None)
+    return _finish(request, spec, tracker, parent, cb, view, guard, searcher)
 
 
 def _close_finished_runs(tracker: tracking.Tracker, request: SearchRequest,

@@ -41,6 +41,8 @@ def test_metric_and_mode_stay_the_one_objective_form():
     ({"searcher": "optuna", "objectives": []}, "objectives", "non-empty list"),
     ({"searcher": "optuna", "objectives": [{"metric": "val_acc"}]}, "objectives[0]",
      "expected {metric"),
+    ({"searcher": "optuna", "objectives": [{"metric": "val_acc", "mode": "up"}]},
+     "objectives[0].mode", "min, max"),
     ({"searcher": "optuna", "objectives": [{"metric": "num_params", "mode": "min"}]},
      "objectives[0].metric", "only be a later objective"),
     ({"searcher": "optuna", "objectives": [MO[0], {"metric": "num_params", "mode": "max"}]},
