@@ -104,6 +104,16 @@ def test_multi_objective_search_with_constraints_report_and_warm_start(ray_clust
     for png in ("pareto_num_params.png", "pareto_flops.png", "importance.png", "parallel.png"):
         assert (tmp_path / "report_plots" / png).is_file(), png
 
+    # final --pareto retrains exactly the Pareto set (val_loss against parameters)
+    from pipeline.experiments import select_search
+    from pipeline.pareto import search_pareto_set
+
+    front = {r["tags"][tracking.TAG_TRIAL_ID] for r in search_pareto_set(select_search("mo", uri))}
+    fin = run_cli(["final", "--experiment", "mo", "--pareto", "--epochs", "1", "--seeds", "1",
+                   "--tracking-uri", uri], tmp_path, env)
+    assert fin.returncode == 0, fin.stderr[-6000:]
+    assert front and {m["trial_id"] for m in json.loads(fin.stdout)["models"]} == front
+
     warm = run_cli(["run", "--space", "mo.yaml", "--experiment", "mo2", "--storage-path",
                     storage, "--warm-start", "mo", "--num-samples", "2", "--epochs", "1",
                     *sets(TINY_DATA)], tmp_path, env)
