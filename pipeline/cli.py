@@ -201,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = warm_trials(args.warm_start, spec, uri)
         warm = start.trials
         console.print(f"warm start: {len(warm)} finished trials of {start.search} "
-                      f"({start.skipped} outside this search space, skipped)")
+                      f"({start.skipped} outside this search space or its constraints, skipped)")
 
     from . import tune as ptune  # run_search checks the tracking server before Ray starts
 

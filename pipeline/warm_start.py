@@ -4,7 +4,7 @@ from MLflow, as completed Optuna trials the new search's study starts with.
 Each earlier trial's config is labelled with the new search's domains
 (pipeline/search/optuna_space.py); its objective values are the ones Ray's OptunaSearch would
 have told the study: every objective's last reported value. A trial whose values lie outside
-the new domains, or that lacks an objective, is skipped and counted.
+the new domains, that lacks an objective or breaks the new constraints, is skipped and counted.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def warm_trials(experiment: str, spec: Any, tracking_uri: str | None = None) -> 
         try:
             if not all(math.isfinite(v) for v in values):
                 raise ValueError("an objective is missing")
+            if any(b.violated_by(float(run["metrics"].get(k, math.inf)))
+                   for k, b in spec.constraints.items()):
+                raise ValueError("it breaks this search's constraints")
             params, dists = labelled(spec.trial_params(), parse_params(run["params"]))
         except ValueError:
             out.skipped += 1

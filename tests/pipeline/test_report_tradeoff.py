@@ -1,6 +1,6 @@
 """The report's trade-off sections on a real MLflow store of known trials: Pareto fronts with
 their hypervolume, importance of the value that drives the metric, rejected configurations;
-and `final --pareto`'s selection of the same store."""
+`final --pareto`'s selection and `run --warm-start`'s trials from the same store."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import random
 
 import pytest
+import yaml
 
 from pipeline import tracking as T
 from pipeline.experiments import select_search
@@ -86,3 +87,22 @@ def test_final_pareto_selects_the_front(store):
         f"t{i}" for i in front.indices)
     accs = [r["metrics"]["best_val_acc"] for r in chosen]
     assert accs == sorted(accs, reverse=True)
+
+
+def test_warm_start_reads_the_finished_trials_that_fit(store):
+    """`run --warm-start`: the store's trials as completed Optuna trials with both objective
+    values; those that break this search's constraint (32000 parameters) are skipped."""
+    from pipeline.search import parse_search_space
+    from pipeline.warm_start import warm_trials
+
+    uri, _, points = store
+    spec = parse_search_space({"max_epochs": 1, **yaml.safe_load(SPACE)}, "k.yaml")
+    start = warm_trials("known", spec, uri)
+    fits = [(p, a) for p, a in points if p <= 20000]
+    assert start.search == "known" and len(start.trials) == len(fits)
+    assert start.skipped == len(points) - len(fits) > 0
+    assert sorted(tuple(t.values) for t in start.trials) == sorted((a, p) for p, a in fits)
+    assert all(set(t.params) == {"model.embed_dim", "train.lr"} for t in start.trials)
+    hyper = spec.replace(searcher="hyperopt", objectives=(), constraints={})
+    with pytest.raises(ValueError, match="needs searcher optuna"):
+        warm_trials("known", hyper, uri)
