@@ -117,3 +117,20 @@ def test_warm_trials_start_the_study_and_need_optuna():
              "metric": "val_acc", "mode": "max"}
     with pytest.raises(ValueError, match="warm starts need searcher optuna"):
         build_search(parse_search_space(hyper, "x.yaml"), warm=warm)
+
+
+def test_saved_searcher_state_restores_study_and_rejections(tmp_path):
+    """Tune saves the searcher with the experiment; a resumed search continues its study
+    and keeps the rejections made before the interruption."""
+    doc = {**DOC, "constraints": {"num_params": {"max": 4000}}}
+    spec = parse_search_space(doc, "mo.yaml")
+    _, searcher, _ = build_search(spec)
+    _run(searcher, 2)
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    _, fresh, _ = build_search(spec)
+    fresh.restore(str(tmp_path / "searcher.pkl"))
+    assert fresh.rejected == searcher.rejected and fresh.rejected
+    n = len(fresh.inner._ot_study.trials)
+    assert n == len(searcher.inner._ot_study.trials)
+    config = fresh.suggest("t9")
+    assert config["model.embed_dim"] == 8 and len(fresh.inner._ot_study.trials) > n
