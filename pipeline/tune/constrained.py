@@ -5,12 +5,14 @@ labels back into config keys, and counts the configuration's cost (pipeline/sear
 parameters and FLOPs of the model, built on the driver's CPU, never trained). A configuration
 out of its `constraints` never starts a trial and never holds a GPU: it is told to the inner
 searcher as a pruned trial (Optuna's TPE ranks it with the bad ones; HyperOpt: an error) and
-the searcher is asked again, at most MAX_ATTEMPTS times per trial. Rejections are kept in
-`rejected` for the search's MLflow run and the report.
+the searcher is asked again, at most MAX_ATTEMPTS times per trial. A model that cannot be
+built is rejected the same way (its trial would fail). Rejections are kept in `rejected` for
+the search's MLflow run and the report.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any
 
@@ -58,15 +60,20 @@ class CheckedSearcher(Searcher):
                 self.alias[trial_id] = probe
                 return config
             flat = flatten_sampled(config)
-            cost = self.meter.measure(flat)
-            out = violations(self.constraints, cost)
+            try:
+                cost = self.meter.measure(flat)
+            except Exception as err:  # noqa: BLE001 - the trial would fail the same way
+                costs, out = {"num_params": math.nan, "flops": math.nan}, [
+                    f"model build: {type(err).__name__}: {str(err)[:200]}"]
+            else:
+                costs, out = cost.as_dict(), sorted(violations(self.constraints, cost))
             if not out:
                 self.alias[trial_id] = probe
                 return config
             self.rejected.append({
                 "params": {k: flat.get(k) for k in self.sampled if k in flat},
-                **cost.as_dict(),
-                "violated": sorted(out),
+                **costs,
+                "violated": out,
             })
             # infeasible: a pruned trial for Optuna (ranked bad), an error for HyperOpt
             self.inner.on_trial_complete(probe, result=None, error=not self.optuna)

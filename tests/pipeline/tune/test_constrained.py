@@ -134,3 +134,23 @@ def test_saved_searcher_state_restores_study_and_rejections(tmp_path):
     assert n == len(searcher.inner._ot_study.trials)
     config = fresh.suggest("t9")
     assert config["model.embed_dim"] == 8 and len(fresh.inner._ot_study.trials) > n
+
+
+def test_a_model_that_cannot_be_built_is_rejected_not_raised(monkeypatch):
+    from pipeline.search import cost as cost_module
+
+    real = cost_module.config_cost
+
+    def picky(cfg, bundle):
+        if cfg.model.embed_dim == 16:
+            raise RuntimeError("no 16 today")
+        return real(cfg, bundle)
+
+    monkeypatch.setattr(cost_module, "config_cost", picky)
+    doc = {**DOC, "constraints": {"num_params": {"max": 1e9}}}
+    _, searcher, _ = build_search(parse_search_space(doc, "mo.yaml"))
+    assert all(c["model.embed_dim"] != 16 for c in _run(searcher, 6))
+    assert searcher.rejected, "embed_dim 16 was never sampled"
+    for r in searcher.rejected:
+        assert r["params"]["model.embed_dim"] == 16
+        assert r["violated"] == ["model build: RuntimeError: no 16 today"]
