@@ -19,6 +19,7 @@ from .final import parse_params
 from .live import fmt_count
 from .pareto import front_2d
 from .search.cost import REJECTED_FILE
+from .tracking.tags import TAG_TRIAL_ID
 
 COSTS = (("num_params", "parameters"), ("flops", "FLOPs per image"))
 
@@ -66,7 +67,7 @@ def tradeoff_sections(tracker: Any, search_run_id: str, trials: list[dict[str, A
                 f"from the reference point ({title} = {fmt_count(rc)}, {metric} = {rv:.4g}): "
                 f"1.1 x the largest {title} and the worst {metric} of the trials.", "",
                 table(["trial", title, f"best {metric}"],
-                      [[rows[i]["tags"].get("eqcvt.trial_id", rows[i]["run_id"][:8]),
+                      [[rows[i]["tags"].get(TAG_TRIAL_ID, rows[i]["run_id"][:8]),
                         fmt_count(rows[i]["metrics"][cost]), rows[i]["metrics"][key]]
                        for i in front.indices]),
                 "", f"![Pareto front, {title}]({rel(png)})", "",

@@ -41,7 +41,7 @@ def test_front_2d_reference_and_order():
 
 
 def _run(tid, acc, params, flops=1.0):
-    return {"run_id": tid, "tags": {"eqcvt.trial_id": tid},
+    return {"run_id": tid, "tags": {"tune.trial_id": tid},
             "metrics": {"best_val_acc": acc, "val_acc": acc, "num_params": params,
                         "flops": flops}}
 

@@ -70,6 +70,8 @@ def test_report_shows_fronts_importance_and_rejections(store):
     assert (f"{len(front.indices)} of 12 trials on the front; hypervolume "
             f"{front.hypervolume:.4g}") in text
     assert "reference point (parameters = " in text
+    best = max(range(len(points)), key=lambda i: points[i][1])
+    assert f"| t{best} | {int(points[best][0])} |" in text  # front rows name their trial
     imp = text.split("## Parameter importance (fANOVA, val_acc)")[1].split("![")[0]
     rows = [line for line in imp.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1].startswith("| train.lr |"), imp  # the first row after the header
