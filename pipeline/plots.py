@@ -115,7 +115,8 @@ def pareto_png(costs: Sequence[float], values: Sequence[float], front: Sequence[
     fig, ax = plt.subplots(figsize=(4.8, 3.6), dpi=100)
     ax.scatter(costs, values, s=14, color="0.6", label="trials")
     fx, fy = [costs[i] for i in front], [values[i] for i in front]
-    ax.step(fx, fy, where="post", color="C3", lw=1.2)
+    edge = [reference[0]] if reference is not None and fx else []  # the last step's width
+    ax.step(fx + edge, fy + fy[-1:] * len(edge), where="post", color="C3", lw=1.2)
     ax.scatter(fx, fy, s=22, color="C3", label="Pareto front")
     if reference is not None:
         ax.scatter([reference[0]], [reference[1]], marker="x", color="k", label="reference")
