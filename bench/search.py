@@ -42,7 +42,7 @@ def task_space(kind: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     doc: dict[str, Any] = {
         "name": "bench",
         "scheduler": "asha" if asha else "fifo",
-        "searcher": "hyperopt" if asha else "random",
+        "searcher": args.searcher if asha else "random",
         "metric": "val_acc",
         "mode": "max",
         "num_samples": args.asha_trials if asha else args.trials,
@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--grace-period", type=int, default=1)
     p.add_argument("--reduction-factor", type=float, default=3.0)
     p.add_argument("--n-initial", type=int, default=8,
-                   help="HyperOpt's random trials before TPE")
+                   help="the model-based searcher's random trials before TPE")
+    p.add_argument("--searcher", choices=("hyperopt", "optuna"), default="hyperopt",
+                   help="the model-based searcher ASHA runs with (the JSON keys keep the "
+                        "name asha_hyperopt)")
     p.add_argument("--n-train", type=int, default=1024)
     p.add_argument("--n-val", type=int, default=2048)
     p.add_argument("--img-size", type=int, default=32)

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retries of a failed trial from its last checkpoint")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="pin a config key for every trial (e.g. data.n_train=64)")
+    run.add_argument("--warm-start", metavar="EXPERIMENT", default=None,
+                     help="start the searcher (optuna) from the finished trials of an earlier "
+                          "search: " + _SELECT_HELP)
     _add_cluster(run)
 
     res = sub.add_parser("resume", help="finish an interrupted search")
@@ -114,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     fin = sub.add_parser("final", help="train the best trials longer and register the best")
     fin.add_argument("--experiment", required=True, help=_SELECT_HELP)
     fin.add_argument("--top-k", type=int, default=3)
+    fin.add_argument("--pareto", action="store_true",
+                     help="retrain the search's Pareto set (its objectives, or the metric "
+                          "against parameters) instead of the top K")
     fin.add_argument("--epochs", type=int, required=True)
     fin.add_argument("--seeds", type=int, default=3, help="training seeds per model")
     fin.add_argument("--model-name", default=None,
@@ -181,6 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
         address=args.address, mlflow_experiment=mlflow_experiment,
+        warm_start=args.warm_start,
     )
     spec = request.spec()  # the one parse: YAML, pins and budget, before Ray starts
     experiment = request.experiment = (
@@ -190,12 +197,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     checked = preflight(spec, pinned=set(fixed))
     console.print(f"preflight: {checked.configs} sampled configurations, {checked.models} "
                   f"models built in {checked.seconds:.1f} s")
+    warm = None
+    if args.warm_start:
+        from .warm_start import warm_trials
+
+        start = warm_trials(args.warm_start, spec, uri)
+        warm = start.trials
+        console.print(f"warm start: {len(warm)} finished trials of {start.search} "
+                      f"({start.skipped} outside this search space or its constraints, skipped)")
 
     from . import tune as ptune  # run_search checks the tracking server before Ray starts
 
     console.print(f"[bold]eqcvt-search[/] {experiment}: {space} -> {request.experiment_path}")
     console.print(f"MLflow: {uri} (experiment {mlflow_experiment})")
-    rc = _report_outcome(ptune.run_search(request, spec=spec), console)
+    extra = {"warm": warm} if warm is not None else {}
+    rc = _report_outcome(ptune.run_search(request, spec=spec, **extra), console)
     if rc == 0:
         print_next_commands(console, uri, experiment, mlflow_experiment,
                             epochs=2 * (args.epochs or spec.max_epochs))
@@ -263,7 +279,7 @@ def cmd_final(args: argparse.Namespace) -> int:
         experiment=args.experiment, top_k=args.top_k, epochs=args.epochs, seeds=args.seeds,
         tracking_uri=args.tracking_uri, model_name=args.model_name,
         from_checkpoint=args.from_checkpoint, overrides=parse_sets(args.set),
-        console=_console(),
+        console=_console(), pareto=args.pareto,
     )
     print(summary.to_json())
     return 0

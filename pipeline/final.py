@@ -86,13 +86,19 @@ def final_training(
     from_checkpoint: bool = False,
     overrides: Mapping[str, Any] | None = None,
     console: Any = None,
+    pareto: bool = False,
 ) -> FinalSummary:
     say = console.print if console is not None else (lambda *a, **k: None)
     search = select_search(experiment, tracking_uri)  # one search, never several mixed
     tracker, metric, mode = search.tracker, search.metric, search.mode
     name_of = metric.removeprefix("val_")
     val_metric, test_metric = f"val_{name_of}", f"test_{name_of}"
-    chosen = best_trials(tracker, metric, mode, top_k, parent=search.run_id)
+    if pareto:  # the Pareto set of the search's objectives instead of the top K
+        from .pareto import search_pareto_set
+
+        chosen = search_pareto_set(search)
+    else:
+        chosen = best_trials(tracker, metric, mode, top_k, parent=search.run_id)
     if not chosen:
         raise ValueError(f"no finished trials with best_{metric} in experiment {experiment!r}")
     summary = FinalSummary(experiment, metric, mode, [])

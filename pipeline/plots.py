@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,55 @@ def _save(fig: Any, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def pareto_png(costs: Sequence[float], values: Sequence[float], front: Sequence[int],
+               xlabel: str, ylabel: str, path: str | Path,
+               reference: tuple[float, float] | None = None) -> Path:
+    """Every trial, the Pareto front as a step line and the hypervolume's reference point."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.6), dpi=100)
+    ax.scatter(costs, values, s=14, color="0.6", label="trials")
+    fx, fy = [costs[i] for i in front], [values[i] for i in front]
+    edge = [reference[0]] if reference is not None and fx else []  # the last step's width
+    ax.step(fx + edge, fy + fy[-1:] * len(edge), where="post", color="C3", lw=1.2)
+    ax.scatter(fx, fy, s=22, color="C3", label="Pareto front")
+    if reference is not None:
+        ax.scatter([reference[0]], [reference[1]], marker="x", color="k", label="reference")
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def parallel_png(rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
+                 values: Sequence[float], metric: str, path: str | Path) -> Path:
+    """Parallel coordinates: one line per trial through its sampled values (each axis scaled
+    to [0, 1]; categories at even steps), coloured by the metric."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(keys) + 2), 3.8), dpi=100)
+    cols = []
+    for k in keys:
+        raw = [r.get(k) for r in rows]
+        nums = [v for v in raw if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(nums) == len(raw) and len(set(nums)) > 1:
+            lo, hi = min(nums), max(nums)
+            log = lo > 0 and hi / lo > 20
+            if log:
+                cols.append([float(np.log(v / lo) / np.log(hi / lo)) for v in raw])
+            else:
+                cols.append([(v - lo) / (hi - lo) for v in raw])
+        else:
+            cats = sorted({str(v) for v in raw})
+            cols.append([cats.index(str(v)) / max(1, len(cats) - 1) for v in raw])
+    vals = np.asarray(values, dtype=float)
+    finite = vals[np.isfinite(vals)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    cmap = plt.get_cmap("viridis")
+    for i in np.argsort(vals):
+        c = cmap((vals[i] - lo) / (hi - lo)) if math.isfinite(vals[i]) and hi > lo else "0.7"
+        ax.plot(range(len(keys)), [col[i] for col in cols], color=c, lw=1.0, alpha=0.8)
+    ax.set_xticks(range(len(keys)), [k.split(".", 1)[-1] for k in keys], rotation=30,
+                  ha="right", fontsize=8)
+    ax.set_yticks([0, 1], ["low", "high"])
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+    fig.colorbar(sm, ax=ax, label=metric)
+    return _save(fig, path)

@@ -3,7 +3,9 @@
 Everything comes from MLflow (so it works after the cluster is gone): per trial the sampled
 values, best value of the search metric, invariance metrics, parameter count and cost
 (epochs, training time); per final model the test metrics as mean and spread over seeds.
-Plots (learning curves, metric against size, final test bars) are written beside the file.
+Plots (learning curves, metric against size, final test bars) are written beside the file,
+then the trade-off sections (pipeline/report_tradeoff.py): Pareto fronts against parameters
+and FLOPs with hypervolumes, parameter importance, parallel coordinates, rejected configs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .config import flat_keys
 from .experiments import select_search
 from .final import parse_params
 from .live import fmt, fmt_count
+from .report_tradeoff import tradeoff_sections
 
 
 def _fmt(x: Any) -> str:
@@ -139,6 +142,8 @@ def write_report(experiment: str, *, tracking_uri: str | None = None,
                 r["metrics"].get(f"{test_metric}_std", 0.0) for r in finals}
         p = plots.bar_png(vals, errs, test_metric, plot_dir / "final.png")
         lines.append(f"![final {test_metric}]({p.relative_to(out_path.parent)})")
+    lines += tradeoff_sections(tracker, sel.run_id, trials, metric, mode, plot_dir,
+                               lambda p: p.relative_to(out_path.parent), _table)
     lines += ["", f"MLflow: `mlflow ui --backend-store-uri {tracker.uri}`", ""]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n".join(lines))

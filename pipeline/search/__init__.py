@@ -1,5 +1,6 @@
 """A search, before and around Ray: YAML -> validated `SearchSpec` (parse, validate), the
-neutral domain tree (domains), the request/outcome types and where their files live.
+neutral domain tree (domains), the request/outcome types and where their files live; a
+configuration's cost before training (cost) and the tree as Optuna distributions (optuna_space).
 
 Imports no ray and no hyperopt: `pipeline.tune` turns the Domain tree into Tune/HyperOpt
 objects with `convert(params, backend)`.

@@ -19,14 +19,14 @@ import yaml
 from ..config import key_type, split_key
 from .domains import OPERATORS, Branch, Choice, Grid, LogUniform, QUniform, RandInt, Uniform
 from .errors import SearchSpaceError, coerce, number
-from .spec import Resources, SearchSpec
-from .validate import MODES, SCHEDULERS, SEARCHERS, validate
+from .spec import Bound, Objective, Resources, SearchSpec
+from .validate import COST_METRICS, MODES, SCHEDULERS, SEARCHERS, validate
 
 _TOP_KEYS = {
     "name", "description", "scheduler", "searcher", "metric", "mode", "num_samples",
     "max_epochs", "grace_period", "reduction_factor", "perturbation_interval",
     "quantile_fraction", "resample_probability", "hyperparam_mutations", "resources",
-    "params", "seed", "n_initial_points",
+    "params", "seed", "n_initial_points", "objectives", "constraints",
 }
 _ASHA_KEYS = {"grace_period", "reduction_factor"}
 _PBT_KEYS = {"perturbation_interval", "quantile_fraction", "resample_probability",
@@ -76,14 +76,17 @@ def parse_search_space(doc: Any, source: str = "<string>") -> SearchSpec:
         raise SearchSpaceError(source, "hyperparam_mutations", "expected a mapping")
     mutations = _parse_params(source, mutations_raw, prefix="hyperparam_mutations: ")
     resources = _parse_resources(source, doc.get("resources") or {})
+    objectives = _parse_objectives(source, doc)
+    metric = objectives[0].metric if objectives else _typed(source, doc, "metric", str, "val_acc")
+    mode = objectives[0].mode if objectives else _enum(source, doc, "mode", MODES, "max")
     spec = SearchSpec(
         source=source,
         name=str(doc.get("name") or Path(source).stem),
         description=str(doc.get("description") or ""),
         scheduler=scheduler,
         searcher=searcher,
-        metric=_typed(source, doc, "metric", str, "val_acc"),
-        mode=_enum(source, doc, "mode", MODES, "max"),
+        metric=metric,
+        mode=mode,
         num_samples=_typed(source, doc, "num_samples", int, 1),
         max_epochs=_typed(source, doc, "max_epochs", int, 1),
         grace_period=_typed(source, doc, "grace_period", int, 1),
@@ -96,10 +99,68 @@ def parse_search_space(doc: Any, source: str = "<string>") -> SearchSpec:
         params=params,
         seed=_typed(source, doc, "seed", int, None),
         n_initial_points=_typed(source, doc, "n_initial_points", int, None),
+        objectives=objectives,
+        constraints=_parse_constraints(source, doc.get("constraints")),
         raw=dict(doc),
     )
     validate(spec)
     return spec
+
+
+def _parse_objectives(source: str, doc: Mapping[str, Any]) -> tuple[Objective, ...]:
+    """`objectives: [{metric: val_acc, mode: max}, ...]`; () when the file uses metric/mode."""
+    raw = doc.get("objectives")
+    if raw is None:
+        return ()
+    both = sorted({"metric", "mode"} & set(doc))
+    if both:
+        raise SearchSpaceError(source, both[0], "set either metric/mode or objectives, not both")
+    if not isinstance(raw, list) or not raw:
+        raise SearchSpaceError(source, "objectives",
+                               "expected a non-empty list of {metric: ..., mode: min|max}")
+    out = []
+    for i, item in enumerate(raw):
+        name = f"objectives[{i}]"
+        if not isinstance(item, Mapping) or set(item) != {"metric", "mode"}:
+            got = sorted(item) if isinstance(item, Mapping) else item
+            raise SearchSpaceError(source, name, f"expected {{metric: ..., mode: min|max}}, "
+                                                 f"got {got!r}")
+        metric = _typed(source, item, "metric", str, None)
+        if metric is None:
+            raise SearchSpaceError(source, f"{name}.metric", "expected a metric name")
+        if item["mode"] not in MODES:
+            raise SearchSpaceError(source, f"{name}.mode",
+                                   f"must be one of {', '.join(MODES)}, got {item['mode']!r}")
+        out.append(Objective(metric, item["mode"]))
+    return tuple(out)
+
+
+def _parse_constraints(source: str, raw: Any) -> dict[str, Bound]:
+    """`constraints: {num_params: {max: 100000}, flops: {max: 2.0e8}}`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not raw:
+        raise SearchSpaceError(source, "constraints",
+                               "expected a mapping such as {num_params: {max: 100000}}")
+    out = {}
+    for key, bound in raw.items():
+        name = f"constraints.{key}"
+        if key not in COST_METRICS:
+            raise SearchSpaceError(source, name,
+                                   f"unknown constraint; valid: {', '.join(COST_METRICS)}")
+        if not isinstance(bound, Mapping) or not bound or set(bound) - {"min", "max"}:
+            raise SearchSpaceError(source, name, f"expected {{max: N}} and/or {{min: N}}, "
+                                                 f"got {bound!r}")
+        lo, hi = (None if bound.get(k) is None else float(number(source, f"{name}.{k}",
+                                                                  bound[k]))
+                  for k in ("min", "max"))
+        for k, v in (("min", lo), ("max", hi)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise SearchSpaceError(source, f"{name}.{k}", f"must be a number > 0, got {v}")
+        if lo is not None and hi is not None and lo > hi:
+            raise SearchSpaceError(source, name, f"min {lo} is above max {hi}")
+        out[str(key)] = Bound(lo, hi)
+    return out
 
 
 def _parse_params(source: str, raw: Mapping[str, Any], prefix: str) -> dict[str, Any]:

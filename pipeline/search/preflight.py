@@ -7,7 +7,8 @@ a search starts Ray and fails every trial once per retry. `preflight` samples co
 (a deterministic stream plus every corner value of every domain), builds each distinct
 architecture the way the engine does (`engine.build_model` on the data's shapes, read from
 the simulator preset or the shard manifest, nothing simulated or loaded) and runs one image
-through it; a failure is a `SearchSpaceError` naming the file and the key.
+through it; a failure is a `SearchSpaceError` naming the file and the key. With
+`constraints`, a search none of whose sampled configurations meets them is refused too.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def preflight(spec: SearchSpec, *, samples: int = DEFAULT_SAMPLES, seed: int = 0
     """
     t0 = time.perf_counter()
     check_model_names(spec, pinned)
-    built: set[Any] = set()
-    n = 0
+    built: dict[Any, Any] = {}  # architecture -> its Cost
+    n = feasible = 0
     for flat in sampled_configs(spec, samples, seed, corners=corners):
         n += 1
         try:
@@ -53,15 +54,28 @@ def preflight(spec: SearchSpec, *, samples: int = DEFAULT_SAMPLES, seed: int = 0
         except ValueError as err:
             raise SearchSpaceError(spec.source, "params",
                                    f"a sampled config is invalid: {err}") from None
-        bundle = _shape_bundle(cfg.data, spec.source, pinned)
+        bundle = shape_bundle(cfg.data, spec.source, pinned)
         try:
-            key = _arch_key(cfg, bundle)
+            key = arch_key(cfg, bundle)
             if key not in built:
-                build_and_run(cfg, bundle)
-                built.add(key)
+                built[key] = build_and_run(cfg, bundle)
         except Exception as err:  # noqa: BLE001 - any refusal of the model is the user's to see
             raise _build_error(spec.source, cfg, flat, bundle, err, pinned) from None
+        feasible += not _violations(spec, built[key])
+    if spec.constraints and not feasible:
+        costs = list(built.values())
+        raise SearchSpaceError(
+            spec.source, "constraints",
+            f"none of the {n} sampled configurations meets them (the smallest model has "
+            f"{min(c.num_params for c in costs):.0f} parameters and "
+            f"{min(c.flops for c in costs):.4g} FLOPs per image)")
     return PreflightResult(n, len(built), time.perf_counter() - t0)
+
+
+def _violations(spec: SearchSpec, cost: Any) -> dict[str, float]:
+    from .cost import violations
+
+    return violations(spec.constraints, cost)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -83,19 +97,25 @@ def check_model_names(spec: SearchSpec, pinned: Collection[str] = ()) -> None:
                 )
 
 
-def build_and_run(cfg: RunConfig, bundle: Any) -> None:
-    """engine.build_model on the bundle's shapes, then one image forward in eval mode."""
+def build_and_run(cfg: RunConfig, bundle: Any) -> Any:
+    """engine.build_model on the bundle's shapes, then one image forward in eval mode;
+    returns the model's Cost (pipeline/search/cost.py), counted on that forward."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import eqcvt
 
     from ..engine import build_model
+    from .cost import Cost
 
     model = build_model(cfg, bundle).eval()
     c, h, w = bundle.image_shape
-    with torch.no_grad():
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         out = model(torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0)))
     want = (1, bundle.num_outputs)
     if tuple(out.shape) != want:
         raise ValueError(f"the model maps one image to {tuple(out.shape)}, expected {want}")
+    return Cost(float(eqcvt.count_params(model)), float(counter.get_total_flops()))
 
 
 def _build_error(source: str, cfg: RunConfig, flat: Mapping[str, Any], bundle: Any,
@@ -108,7 +128,7 @@ def _build_error(source: str, cfg: RunConfig, flat: Mapping[str, Any], bundle: A
     blamed = []
     for k in keys:
         try:
-            build_and_run(cfg.with_updates({k: defaults[k]}), _shape_bundle(
+            build_and_run(cfg.with_updates({k: defaults[k]}), shape_bundle(
                 cfg.with_updates({k: defaults[k]}).data, source, pinned))
         except Exception:  # noqa: BLE001 - still broken without this key: not the culprit
             continue
@@ -126,7 +146,7 @@ def _where(source: str, key: str, pinned: Collection[str]) -> str:
     return COMMAND_LINE if key in pinned else source
 
 
-def _arch_key(cfg: RunConfig, bundle: Any) -> tuple[Any, ...]:
+def arch_key(cfg: RunConfig, bundle: Any) -> tuple[Any, ...]:
     from ..engine import model_kwargs
 
     kwargs = model_kwargs(cfg, bundle)
@@ -138,7 +158,7 @@ def _arch_key(cfg: RunConfig, bundle: Any) -> tuple[Any, ...]:
 _SHAPES: dict[DataConfig, Any] = {}
 
 
-def _shape_bundle(data: DataConfig, source: str, pinned: Collection[str]) -> Any:
+def shape_bundle(data: DataConfig, source: str, pinned: Collection[str]) -> Any:
     """A DataBundle with the data's shapes and classes and no images (val/test empty)."""
     if data not in _SHAPES:
         _SHAPES[data] = _read_shapes(data, source, pinned)

@@ -35,6 +35,7 @@ class SearchRequest:
     parent_run_id: str | None = None
     address: str | None = None
     mlflow_experiment: str | None = None  # None: the Tune name (requests saved before it)
+    warm_start: str | None = None  # the earlier search whose trials the searcher started from
 
     @property
     def experiment_path(self) -> str:

@@ -14,6 +14,26 @@ from .validate import validate
 
 
 @dataclass(frozen=True)
+class Objective:
+    """One optimised metric; a search's first objective is the one ASHA stops trials on."""
+
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A constraint on a cost counted before training (`num_params`, `flops` per image)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def violated_by(self, value: float) -> bool:
+        return ((self.max is not None and value > self.max)
+                or (self.min is not None and value < self.min))
+
+
+@dataclass(frozen=True)
 class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
@@ -44,8 +64,19 @@ class SearchSpec:
     hyperparam_mutations: dict[str, Domain] = field(default_factory=dict)
     seed: int | None = None
     n_initial_points: int | None = None
+    objectives: tuple[Objective, ...] = ()  # () means the one objective (metric, mode)
+    constraints: dict[str, Bound] = field(default_factory=dict)  # cost key -> bound
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def all_objectives(self) -> tuple[Objective, ...]:
+        """Every objective, the first being (metric, mode)."""
+        return self.objectives or (Objective(self.metric, self.mode),)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.all_objectives) > 1
 
     @property
     def has_conditionals(self) -> bool:

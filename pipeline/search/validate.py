@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .spec import SearchSpec
 
 SCHEDULERS: tuple[str, ...] = ("asha", "pbt", "fifo")
-SEARCHERS: tuple[str, ...] = ("hyperopt", "random")
+SEARCHERS: tuple[str, ...] = ("hyperopt", "optuna", "random")
 MODES: tuple[str, ...] = ("min", "max")
 # Values PBT may change between trials: none of them changes a weight's shape.
 PBT_MUTABLE_KEYS: tuple[str, ...] = (
@@ -25,6 +25,8 @@ PBT_MUTABLE_KEYS: tuple[str, ...] = (
     "train.grad_clip",
     "train.label_smoothing",
 )
+# Costs known before training (pipeline/search/cost.py): objectives (minimised) and constraints.
+COST_METRICS: tuple[str, ...] = ("num_params", "flops")
 _MIN_METRICS = ("val_loss", "train_loss", "val_mse", "val_mae")
 _CLASSIFICATION_METRICS = ("val_acc", "val_auc_micro", "val_auc_macro")
 _REGRESSION_METRICS = ("val_mse", "val_mae")
@@ -40,14 +42,19 @@ def validate(spec: SearchSpec) -> None:
         _validate_pbt(spec)
     elif spec.searcher is None:
         raise SearchSpaceError(src, "searcher", f"scheduler {spec.scheduler} needs a searcher")
-    if spec.has_grid and (spec.searcher == "hyperopt" or spec.has_conditionals):
+    if spec.has_grid and (spec.searcher in ("hyperopt", "optuna") or spec.has_conditionals
+                          or spec.constraints):
         raise SearchSpaceError(
             src, _first_key(spec, Grid),
-            "grid needs searcher random and no conditional choices (HyperOpt cannot grid)",
+            "grid needs searcher random, no conditional choices and no constraints "
+            "(HyperOpt and Optuna cannot grid; a grid cannot resample a rejected point)",
         )
-    if spec.n_initial_points is not None and spec.searcher != "hyperopt":
-        raise SearchSpaceError(src, "n_initial_points", "only applies to searcher hyperopt")
-    _validate_metric(spec)
+    if spec.n_initial_points is not None and spec.searcher not in ("hyperopt", "optuna"):
+        raise SearchSpaceError(src, "n_initial_points",
+                               "only applies to searchers hyperopt and optuna")
+    _validate_objectives(spec)
+    if spec.constraints and spec.searcher is None:
+        raise SearchSpaceError(src, "constraints", "constraints need a searcher; PBT has none")
     # combined values (e.g. model.embed_dim with model.heads) checked on a few samples
     rng = random.Random(0)
     for _ in range(16):
@@ -160,24 +167,51 @@ def _validate_pbt(spec: SearchSpec) -> None:
         )
 
 
-def _validate_metric(spec: SearchSpec) -> None:
-    src, metric = spec.source, spec.metric
+def _validate_objectives(spec: SearchSpec) -> None:
+    """The first objective is a metric the engine reports (ASHA stops trials on it); the
+    others are such metrics or a cost (num_params, flops) to minimise. Several need Optuna."""
+    src, objectives = spec.source, spec.all_objectives
+    where = "objectives[0]." if spec.objectives else ""
+    _validate_metric(spec, objectives[0].metric, objectives[0].mode, where)
+    if len(objectives) > 1 and spec.searcher != "optuna":
+        raise SearchSpaceError(src, "objectives", "several objectives need searcher optuna, "
+                                                  f"got {spec.searcher}")
+    seen = {objectives[0].metric}
+    for i, o in enumerate(objectives[1:], 1):
+        if o.metric in seen:
+            raise SearchSpaceError(src, f"objectives[{i}].metric", f"{o.metric} is listed twice")
+        seen.add(o.metric)
+        if o.metric in COST_METRICS:
+            if o.mode != "min":
+                raise SearchSpaceError(src, f"objectives[{i}].mode",
+                                       f"{o.metric} is a cost: its mode is min")
+        else:
+            _validate_metric(spec, o.metric, o.mode, f"objectives[{i}].")
+
+
+def _validate_metric(spec: SearchSpec, metric: str, mode: str, where: str = "") -> None:
+    src = spec.source
     task = spec.params.get("data.task", RunConfig().data.task)
     classification = metric in _CLASSIFICATION_METRICS or metric.startswith("val_auc_")
     if not (classification or metric in _REGRESSION_METRICS or metric in _MIN_METRICS):
+        costs = (f"; {', '.join(COST_METRICS)} may only be a later objective"
+                 if metric in COST_METRICS else "")
         raise SearchSpaceError(
-            src, "metric",
+            src, f"{where}metric",
             f"unknown metric {metric!r}; the engine reports train_loss, val_loss, val_acc, "
-            "val_auc_micro, val_auc_macro, val_auc_<class>, val_mse, val_mae",
+            f"val_auc_micro, val_auc_macro, val_auc_<class>, val_mse, val_mae{costs}",
         )
     if isinstance(task, str):
         if task == "regression" and classification:
-            raise SearchSpaceError(src, "metric", f"{metric} is not reported for regression")
+            raise SearchSpaceError(src, f"{where}metric",
+                                   f"{metric} is not reported for regression")
         if task != "regression" and metric in _REGRESSION_METRICS:
-            raise SearchSpaceError(src, "metric", f"{metric} is only reported for regression")
+            raise SearchSpaceError(src, f"{where}metric",
+                                   f"{metric} is only reported for regression")
     wanted = "min" if metric in _MIN_METRICS else "max"
-    if spec.mode != wanted:
-        raise SearchSpaceError(src, "mode", f"{metric} should be {wanted}imised, got {spec.mode}")
+    if mode != wanted:
+        raise SearchSpaceError(src, f"{where}mode", f"{metric} should be {wanted}imised, "
+                                                    f"got {mode}")
 
 
 def _first_key(spec: SearchSpec, cls: type) -> str:

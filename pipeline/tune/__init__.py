@@ -1,7 +1,9 @@
 """Ray Tune: with pipeline/cluster.py (the offline cluster check), the only `import ray`.
 
 A search is a validated `SearchSpec` (pipeline/search/) turned into a Tuner:
-  searchers.py       ASHA + HyperOpt, random search, FIFO, or PBT (optimiser values only)
+  searchers.py       ASHA + HyperOpt or Optuna (several objectives), random search, FIFO, or
+                     PBT (optimiser values only)
+  constrained.py     the searcher wrapper: constraints checked before a trial starts
   trainable.py       one trial = engine.fit, one `tune.report` per epoch with its checkpoint
   data.py            the data opened once by the driver, shared through the object store
   mlflow_callback.py every MLflow call of the driver, through pipeline/tracking.py

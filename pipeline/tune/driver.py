@@ -25,7 +25,9 @@ from ray import tune
 from .. import tracking
 from ..live import LiveView
 from ..search import META_FILE, SearchOutcome, SearchRequest, SearchSpec, load_request
+from ..search.cost import REJECTED_FILE
 from ..search.storage import join, write_text
+from .constrained import CheckedSearcher
 from .data import DriverData, open_driver_data
 from .failures import RepeatedFailureStop
 from .live_callback import LiveCallback
@@ -62,6 +64,9 @@ def sigterm_as_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+
 
 
 def _trainable(spec: SearchSpec, request: SearchRequest, data: DriverData) -> Any:
@@ -114,6 +119,10 @@ def _start_tracking(request: SearchRequest, spec: SearchSpec, manifest: Any,
             "search.searcher": str(spec.searcher), "search.metric": spec.metric,
             "search.mode": spec.mode, "search.num_samples": spec.num_samples,
             "search.max_epochs": spec.max_epochs,
+            "search.objectives": json.dumps([[o.metric, o.mode] for o in spec.all_objectives]),
+            "search.warm_start": request.warm_start or "",
+            "search.constraints": json.dumps({k: [b.min, b.max]
+                                              for k, b in spec.constraints.items()}),
             **{f"fixed.{k}": v for k, v in spec.fixed().items()},
             **{f"resources.{k}": v for k, v in request.resources(spec).items()},
         },
@@ -131,12 +140,33 @@ def _start_tracking(request: SearchRequest, spec: SearchSpec, manifest: Any,
     return tracker, parent
 
 
+def _log_rejections(tracker: tracking.Tracker, parent: tracking.RunRef, searcher: Any,
+                    view: LiveView) -> str:
+    """The configurations the constraints rejected before training, on the search's run
+    (`rejected_configs.json`, read by the report); returns why sampling stopped, if it did."""
+    if not isinstance(searcher, CheckedSearcher) or not searcher.constraints:
+        return ""
+    rejected = searcher.rejected
+    tracker.log_dict(parent, rejected, REJECTED_FILE)
+    tracker.log_metrics(parent, {"rejected_configs": float(len(rejected)),
+                                 "cost_models_built": float(searcher.meter.models_built)},
+                        step=0, skip_logged=False)
+    if rejected:
+        view.event(f"constraints rejected {len(rejected)} sampled configurations before "
+                   "training")
+    return searcher.exhausted
+
+
 def _finish(request: SearchRequest, spec: SearchSpec, tracker: tracking.Tracker,
             parent: tracking.RunRef, cb: TrackingCallback, view: LiveView,
-            guard: RepeatedFailureStop) -> SearchOutcome:
-    interrupted = cb.incomplete or not cb.statuses or any(
+            guard: RepeatedFailureStop, searcher: Any = None) -> SearchOutcome:
+    exhausted = _log_rejections(tracker, parent, searcher, view)
+    if exhausted:
+        tracker.set_tags(parent, {"eqcvt.constraints_exhausted": exhausted[:500]})
+        view.event(f"[yellow]{exhausted}[/]")
+    interrupted = not exhausted and (cb.incomplete or not cb.statuses or any(
         s not in ("TERMINATED", "ERROR") for s in cb.statuses.values()
-    )
+    ))
     best_rows = [r for r in view.rows.values() if not math.isnan(r.best)]
     if best_rows:
         pick = max if spec.mode == "max" else min
@@ -173,12 +203,15 @@ def _finish(request: SearchRequest, spec: SearchSpec, tracker: tracking.Tracker,
 
 
 def run_search(request: SearchRequest, view: LiveView | None = None, *,
-               spec: SearchSpec | None = None) -> SearchOutcome:
+               spec: SearchSpec | None = None, warm: list[Any] | None = None
+               ) -> SearchOutcome:
     """Start a new search (see module docstring); returns when done or interrupted.
 
     spec: `request.spec()` when the caller has already parsed it (the YAML is parsed once
     per command). The tracking server is checked here, once, before Ray starts.
+    warm: Optuna trials of an earlier search (pipeline/warm_start.py) the searcher starts from.
     """
+    warm = warm or []
     tracking.check_server(tracking.resolve_tracking_uri(request.tracking_uri))
     spec = spec if spec is not None else request.spec()
     connect(request.address)
@@ -190,11 +223,11 @@ def run_search(request: SearchRequest, view: LiveView | None = None, *,
     live = LiveCallback(view, sampled_keys(spec))
     guard = RepeatedFailureStop(request.max_repeated_failures)
     run_config, _ = _tuner_configs(spec, request, [cb, live, guard])
-    space, searcher, scheduler = build_search(spec)
+    space, searcher, scheduler = build_search(spec, warm=warm, pinned=list(request.fixed))
     with _ending_runs_on_error(cb, view):
         tuner = _new_tuner(spec, request, data, space, searcher, scheduler, run_config)
     _fit(tuner, cb, view)
-    return _finish(request, spec, tracker, parent, cb, view, guard)
+    return _finish(request, spec, tracker, parent, cb, view, guard, searcher)
 
 
 @contextlib.contextmanager
@@ -280,7 +313,9 @@ def resume_search(experiment_path: str, *, address: str | None = None,
         ] + [cb, live, guard]
     _fit(tuner, cb, view)
     _close_finished_runs(tracker, request, cb)
-    return _finish(request, spec, tracker, parent, cb, view, guard)
+    # the restored searcher holds every session's rejections (its state is Tune's to restore)
+    searcher = getattr(getattr(tuner._local_tuner, "_tune_config", None), "search_alg", None)
+    return _finish(request, spec, tracker, parent, cb, view, guard, searcher)
 
 
 def _close_finished_runs(tracker: tracking.Tracker, request: SearchRequest,

@@ -1,9 +1,12 @@
-"""SearchSpec -> (param_space, searcher, scheduler): ASHA + HyperOpt (or random search, or
-FIFO) over architectures and optimiser values, or PBT over optimiser values only."""
+"""SearchSpec -> (param_space, searcher, scheduler): ASHA + HyperOpt or Optuna (one or several
+objectives; or random search, or FIFO) over architectures and optimiser values, or PBT over
+optimiser values only. A search with `constraints` samples through `CheckedSearcher`."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray import tune
@@ -12,6 +15,9 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.hyperopt import HyperOptSearch
 
 from ..search import Domain, SearchSpec, convert, walk_params
+from .constrained import CheckedSearcher
+
+STUDY_NAME = "eqcvt"  # the Optuna study inside a search's searcher
 
 
 class _TuneBackend:
@@ -67,8 +73,47 @@ def hyperopt_space(spec: SearchSpec) -> dict[str, Any]:
     return convert(spec.trial_params(), _HyperoptBackend())
 
 
-def build_search(spec: SearchSpec) -> tuple[dict[str, Any], Any, Any]:
-    """(param_space, search_alg, scheduler) for a spec."""
+def _define_by_run(params: Mapping[str, Any], trial: Any) -> dict[str, Any]:
+    from ..search.optuna_space import suggest
+
+    return suggest(trial, params)
+
+
+def optuna_searcher(spec: SearchSpec, warm: Sequence[Any] = ()) -> Any:
+    """Ray's OptunaSearch over the spec's tree (define-by-run: conditional branches), with
+    every objective; `warm`: finished Optuna trials of an earlier search (warm start).
+
+    The study is created here on an in-memory storage and handed to OptunaSearch by name,
+    so the warm trials are in it before the first suggestion (Ray's `evaluated_rewards`
+    cannot give several objectives nor a define-by-run space).
+    """
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if spec.searcher == "random":
+        sampler: Any = optuna.samplers.RandomSampler(seed=spec.seed)
+    else:
+        n_initial = spec.n_initial_points or max(2, spec.num_samples // 4)
+        sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=n_initial)
+    objectives = spec.all_objectives
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, sampler=sampler, study_name=STUDY_NAME,
+        directions=["maximize" if o.mode == "max" else "minimize" for o in objectives])
+    for trial in warm:
+        study.add_trial(trial)
+    metric: Any = [o.metric for o in objectives] if spec.multi_objective else spec.metric
+    mode: Any = [o.mode for o in objectives] if spec.multi_objective else spec.mode
+    return OptunaSearch(space=functools.partial(_define_by_run, spec.trial_params()),
+                        metric=metric, mode=mode, sampler=sampler, storage=storage,
+                        study_name=STUDY_NAME)
+
+
+def build_search(spec: SearchSpec, *, warm: Sequence[Any] = (), pinned: Sequence[str] = ()
+                 ) -> tuple[dict[str, Any], Any, Any]:
+    """(param_space, search_alg, scheduler) for a spec; `warm`: Optuna trials to start
+    from; `pinned`: keys the command line set (named in cost errors)."""
     if spec.scheduler == "pbt":
         space = convert(spec.trial_params(), _TuneBackend())
         mutations = convert(spec.hyperparam_mutations, _TuneBackend())
@@ -91,6 +136,12 @@ def build_search(spec: SearchSpec) -> tuple[dict[str, Any], Any, Any]:
         )
     else:
         scheduler = FIFOScheduler()
+    if spec.searcher == "optuna" or (spec.searcher == "random" and spec.constraints):
+        searcher = CheckedSearcher(optuna_searcher(spec, warm), spec, optuna=True,
+                                   sampled=sampled_keys(spec), pinned=tuple(pinned))
+        return {}, searcher, scheduler
+    if warm:
+        raise ValueError("warm starts need searcher optuna")
     if spec.searcher == "hyperopt" or spec.has_conditionals:
         n_initial = spec.n_initial_points
         if spec.searcher == "random":  # nested domains: hyperopt with only random draws
@@ -101,6 +152,9 @@ def build_search(spec: SearchSpec) -> tuple[dict[str, Any], Any, Any]:
             space=hyperopt_space(spec), metric=spec.metric, mode=spec.mode,
             n_initial_points=n_initial, random_state_seed=spec.seed,
         )
+        if spec.constraints:
+            searcher = CheckedSearcher(searcher, spec, optuna=False, sampled=sampled_keys(spec),
+                                       pinned=tuple(pinned))
         return {}, searcher, scheduler
     space = convert(spec.trial_params(), _TuneBackend())
     return space, BasicVariantGenerator(random_state=spec.seed), scheduler

@@ -20,6 +20,7 @@ from ray import tune
 
 from ..procs import owner_token, remove_orphans
 from ..search import trial_config
+from ..search.cost import config_cost
 from .artifacts import BestEpochEvaluation
 from .data import bundle_from_shared
 
@@ -78,6 +79,9 @@ def train_trial(config: dict[str, Any], data: Any = None,
     }
     device = resolve_device(cfg.train.device)
     bundle = bundle_from_shared(data) if data is not None else open_run_data(cfg)
+    # counted once, before training, on a CPU copy of the model: reported every epoch (a
+    # search objective, and the FLOPs column of the leaderboard)
+    info["flops"] = config_cost(cfg, bundle).flops
     resume_dir = None
     _sweep_stale_workdirs()
     work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{owner_token()}-{trial_id}-"))

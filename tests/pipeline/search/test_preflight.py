@@ -123,3 +123,17 @@ def test_cli_refuses_an_unregistered_model_before_ray(tmp_path):
     assert "ray imported: False" in proc.stdout
     assert not (tmp_path / "results").exists()
     assert elapsed < 90, elapsed  # imports (torch, escnn), not a cluster start and retries
+
+
+def test_constraints_no_sampled_configuration_meets_are_refused_before_ray():
+    doc = {"searcher": "optuna", "max_epochs": 1, "constraints": {"num_params": {"max": 100}},
+           "params": {"data.source": "simulate", "data.task": "binary", "data.img_size": 32,
+                      "model.name": "eqcvt_stem", "model.group": "C4", "model.fields": 1,
+                      "model.embed_dim": {"choice": [8, 16]}, "model.depth": 1,
+                      "model.heads": 1, "model.head_hidden": 8, "model.kernel_size": 3,
+                      "model.stem_blocks": 1}}
+    with pytest.raises(SearchSpaceError, match=r"tight\.yaml: constraints: none of the .* "
+                                                r"2754 parameters"):
+        preflight(parse_search_space(doc, "tight.yaml"), samples=4)
+    doc["constraints"] = {"num_params": {"max": 4000}}  # embed_dim 8 fits
+    assert preflight(parse_search_space(doc, "tight.yaml"), samples=4).models == 2
