@@ -106,6 +106,7 @@ def test_final_runs_are_ranked_by_validation_with_n_and_interval(store):
     assert sel.tracker.flush(timeout=10)
     text = write_report("first-search", tracking_uri=uri, out=tmp / "f.md").read_text()
     section = text[text.index("## Final runs"):]
+    section = section[:section.find("\n## ", 1)]  # up to the next section
     rows = [line for line in section.splitlines() if line.startswith("| a_")]
     assert [r.split("|")[1].strip() for r in rows] == ["a_00001", "a_00000"]
     assert "0.9 ± 0.01 (n=3)" in rows[0] and "[0.65, 0.75]" in rows[0]
