@@ -47,3 +47,19 @@ def test_regression_cell(tmp_path):
     m = run_cell(cell, tmp_path)
     assert {"val_mse", "test_mse", "test_mae", "test_mae:b", "test_mse:shifted"} <= set(m)
     assert "test_acc" not in m and not (tmp_path / "artifacts" / "roc.json").exists()
+
+
+def test_shard_folder_dataset_cell(tmp_path):
+    """A dataset may be a shard folder (`eqcvt-data generate`), beside simulated ones."""
+    from pipeline.data.cli import main as data_main
+
+    shards = tmp_path / "ds"
+    data_main(["generate", "--preset", "model_ii", "--task", "binary", "--n-per-class", "16",
+               "--seed", "0", "--out", str(shards)])
+    study = STUDY.replace("TASK", "binary").replace(
+        "  - {label: c,", f"  - {{label: folder, data: {{source: shards, path: {shards}, "
+        "img_size: 24}}\n  - {label: c,")
+    cells = build_cells(parse_study(study, "t.yaml"))
+    (cell,) = [c for c in cells if c["dataset"] == "folder"]
+    m = run_cell(cell, tmp_path / "run")
+    assert {"val_acc", "test_acc", "test_acc:a", "test_acc:b"} <= set(m)
