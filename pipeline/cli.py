@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,15 @@ DEFAULT_SPACE = "default"
 
 def shipped_space(name: str) -> Path:
     """A search space by path, or by the name of a shipped file ("default", "pbt")."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
-    shipped = resources.files("search_spaces") / f"{stem}.yaml"
-    if shipped.is_file():
-        return Path(str(shipped))
-    raise FileNotFoundError(
-        f"search space {name!r} not found (shipped: {', '.join(shipped_names())})"
-    )
+    from search_spaces import find_shipped
+
+    return find_shipped(name)
 
 
 def shipped_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("search_spaces").iterdir()
-                  if p.name.endswith(".yaml"))
+    from search_spaces import shipped_names as names
+
+    return names()
 
 
 def default_storage() -> str:

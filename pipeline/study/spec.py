@@ -233,18 +233,9 @@ def _trials_of_search(experiment: str, top_k: int, uri: str | None
 
 def study_path(name: str) -> Path:
     """A study by path, or by the name of a shipped study (search_spaces/studies/NAME.yaml)."""
-    from importlib import resources
+    from search_spaces import find_shipped
 
-    path = Path(name)
-    if path.is_file():
-        return path
-    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
-    shipped = resources.files("search_spaces.studies") / f"{stem}.yaml"
-    if shipped.is_file():
-        return Path(str(shipped))
-    names = sorted(p.name[:-5] for p in resources.files("search_spaces.studies").iterdir()
-                   if p.name.endswith(".yaml"))
-    raise FileNotFoundError(f"study {name!r} not found (shipped: {', '.join(names)})")
+    return find_shipped(name, "search_spaces.studies", what="study")
 
 
 def load_study(name: str) -> StudySpec:
