@@ -36,7 +36,14 @@ from .checkpoints import (
     set_rng_state,
 )
 from .config import RunConfig
-from .device import device_name, resolve_device
+from .device import (
+    StepSettings,
+    autocast,
+    device_name,
+    precision_name,
+    resolve_device,
+    step_settings,
+)
 from .evaluation import evaluate, task_kind
 from .optim import apply_optimizer_overrides, build_optimizer, build_scheduler
 
@@ -98,6 +105,7 @@ class FitResult:
     images_seen: int = 0
     images_per_s: float = 0.0
     device: str = ""  # e.g. "cpu", "cuda:0 (NVIDIA H200)"
+    precision: str = "fp32"  # the resolved train.precision of the training step
 
 
 # ----------------------------------------------------------------------------- model
@@ -182,6 +190,7 @@ def _train_epoch(
     steps: int,
     global_step: int,
     device: torch.device,
+    step: StepSettings,
 ) -> tuple[float, int, float]:
     """One epoch of optimiser steps -> (mean train loss, images seen, lr of the last step)."""
     tc = cfg.train
@@ -191,9 +200,13 @@ def _train_epoch(
     pending: list[torch.Tensor] = []
     n_seen, lr = 0, float(optimizer.param_groups[0]["lr"])
     batches = _batches(bundle, tc.batch_size, steps, global_step, gen)
-    for step, (images, labels, targets) in enumerate(batches, start=1):
+    for i, (images, labels, targets) in enumerate(batches, start=1):
         images = augment_batch(images.to(device, non_blocking=True).float(), tc.augment, gen)
-        out = model(images)
+        if tc.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, step.dtype):
+            out = step.forward(images)
+        out = out.float()  # the loss in fp32 whatever the autocast dtype
         if task == "regression":
             loss = F.mse_loss(out, targets.to(device, non_blocking=True).float())
         else:
@@ -202,18 +215,26 @@ def _train_epoch(
                 label_smoothing=tc.label_smoothing,
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         lr = float(optimizer.param_groups[0]["lr"])
-        optimizer.step()
+        if step.scaler is not None:  # fp16: scale the loss, unscale before clipping
+            step.scaler.scale(loss).backward()
+            step.scaler.unscale_(optimizer)
+            if tc.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            step.scaler.step(optimizer)
+            step.scaler.update()
+        else:
+            loss.backward()
+            if tc.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
         scheduler.step()
         detached = loss.detach()
         pending.append(detached)
         loss_sum += detached * len(images)
         n_seen += len(images)
         if len(pending) == _NONFINITE_CHECK_EVERY:
-            _check_finite(pending, step - len(pending) + 1, epoch)
+            _check_finite(pending, i - len(pending) + 1, epoch)
             pending = []
     _check_finite(pending, steps - len(pending) + 1, epoch)
     return float(loss_sum.item()) / max(1, n_seen), n_seen, lr
@@ -269,13 +290,17 @@ def fit(
         torch.set_num_threads(tc.num_threads)
     device = resolve_device(tc.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True  # training only: evaluation turns it off
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = tc.cudnn_benchmark
     bundle = data
     task = task_kind(bundle.task)
     seed_everything(tc.seed)
     kwargs = model_kwargs(cfg, bundle)
     model = build_model(cfg, bundle).to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step = step_settings(model, tc, device)
     num_params = eqcvt.count_params(model)
     optimizer = build_optimizer(model, tc)
     steps = _steps_per_epoch(cfg, bundle)
@@ -312,7 +337,7 @@ def fit(
         t0 = time.perf_counter()
         train_loss, n_seen, lr = _train_epoch(
             model, optimizer, scheduler, bundle, cfg, task=task, epoch=epoch, steps=steps,
-            global_step=global_step, device=device,
+            global_step=global_step, device=device, step=step,
         )
         global_step += steps
         train_time = time.perf_counter() - t0  # loss .item() above synchronised the device
@@ -378,4 +403,5 @@ def fit(
         images_seen=seen_total,
         images_per_s=seen_total / train_time_total if train_time_total > 0 else 0.0,
         device=device_name(device),
+        precision=precision_name(step.dtype),
     )

@@ -321,3 +321,71 @@ def test_adam_with_continuous_rotations_trains():
     assert res.metrics["lr"] == pytest.approx(1e-3)
     again = engine.fit(cfg, make_bundle())  # rotations come from the engine's generator
     assert again.history[0]["train_loss"] == res.history[0]["train_loss"]
+
+
+class _PrecisionProbe(_TinyNet):
+    """Records, per forward, (training?, dtype of the last layer's output, TF32 allowed?)."""
+
+    calls: list[tuple[bool, torch.dtype, bool]] = []
+
+    def forward(self, x):
+        out = self.body(x)
+        _PrecisionProbe.calls.append(
+            (self.training, out.dtype, torch.backends.cuda.matmul.allow_tf32))
+        return out * self.scale
+
+
+def _engine_precision_probe(**overrides):
+    return _PrecisionProbe(**overrides)
+
+
+PROBE = "_engine_precision_probe"
+if PROBE not in eqcvt.list_models():
+    eqcvt.register_model(_engine_precision_probe)
+
+
+def test_bf16_training_on_cpu_evaluates_in_fp32():
+    _PrecisionProbe.calls = []
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # as fit sets it on a GPU
+    try:
+        res = engine.fit(cfg_of(**{"model.name": PROBE, "train.precision": "bf16"}),
+                         make_bundle())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert res.precision == "bf16"
+    assert all(math.isfinite(h["train_loss"]) for h in res.history)
+    train = {dtype for training, dtype, _ in _PrecisionProbe.calls if training}
+    evals = [(dtype, allow) for training, dtype, allow in _PrecisionProbe.calls if not training]
+    assert train == {torch.bfloat16}
+    assert evals and set(evals) == {(torch.float32, False)}  # fp32, TF32 off, inside evaluate
+
+
+def test_default_precision_is_fp32_on_cpu():
+    assert cfg_of().train.precision == "auto"
+    assert engine.fit(cfg_of(**{"train.epochs": 1}), make_bundle()).precision == "fp32"
+
+
+def test_precision_is_validated_and_settable_from_text():
+    from pipeline.config import parse_value
+
+    assert parse_value("train.precision", "bf16") == "bf16"
+    assert parse_value("train.compile", "true") is True
+    with pytest.raises(ValueError, match="train.precision must be one of"):
+        cfg_of(**{"train.precision": "fp8"})
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        engine.fit(cfg_of(**{"train.precision": "fp16"}), make_bundle())
+
+
+@pytest.mark.slow  # torch.compile of a CvT takes ~50 s on the 2-core CI machine
+def test_compile_trains_a_plain_cvt():
+    cfg = RunConfig.from_flat({
+        "model.name": "cvt_baseline", "model.embed_dim": 8, "model.depth": 1, "model.heads": 1,
+        "model.head_hidden": 8, "train.epochs": 1, "train.batch_size": 8,
+        "train.steps_per_epoch": 2, "train.device": "cpu", "train.num_threads": 1,
+        "train.compile": True,
+    })
+    res = engine.fit(cfg, make_bundle(size=32))
+    assert math.isfinite(res.history[-1]["train_loss"])
+    assert not hasattr(res.model, "_orig_mod")  # the plain module is kept and checkpointed
+    assert "_orig_mod" not in "".join(checkpoints.load_checkpoint(res.checkpoint_dir)["model"])
