@@ -141,9 +141,10 @@ def _eval_step(model: torch.nn.Module, batch: int, shape: tuple, device: torch.d
 
 def bench_models(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
     peaks = peak_flops(device)
-    cases = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if args.compile else [])
     rows = []
     for name in args.models or eqcvt.list_models():
+        compiled = args.compile and (args.compile_models is None or name in args.compile_models)
+        cases = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if compiled else [])
         model, shape, _ = build(name, args.quick, device)
         flops = _flops_per_image(model, shape, device)
         row: dict[str, Any] = {"model": name, "input": list(shape), "batch": args.batch,
@@ -280,6 +281,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="train/eval batch (default 128)")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--compile-models", nargs="*", default=None,
+                   help="models also timed with torch.compile (default: all)")
     p.add_argument("--packed", type=int, nargs="*", default=None, help="default 1 2 4 8")
     p.add_argument("--packed-model", default="seed_eqcvt")
     p.add_argument("--seconds", type=float, default=None, help="timed seconds per packed run")
