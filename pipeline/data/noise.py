@@ -64,56 +64,62 @@ def normals(k0: Tensor, k1: Tensor, n: int, dtype: torch.dtype) -> Tensor:
 
 
 def _inversion(lam: Tensor, u: Tensor) -> Tensor:
-    """Poisson(lam) by CDF inversion of the uniforms u (lam < SMALL_RATE), float64."""
-    k_out = torch.zeros_like(lam)
+    """Poisson(lam) by CDF inversion of the uniforms u (lam < SMALL_RATE), float64: the count
+    of CDF values below u, accumulated full-width for a few steps at a time, then the decided
+    pixels are dropped (indexing is what costs on the CPU)."""
+    out = torch.zeros_like(lam)
     p = torch.exp(-lam)
     cdf = p.clone()
-    idx = torch.nonzero(u > cdf).flatten()  # k = 0 for the rest
+    idx = torch.nonzero(u > cdf).flatten()  # the rest: k = 0 (most pixels of dark sky)
     lam, u, p, cdf = lam[idx], u[idx], p[idx], cdf[idx]
-    k = 0
+    count = torch.ones_like(lam)
+    k, steps = 0, 1
     while idx.numel() and k < _MAX_INVERSION_K:
-        k += 1
-        p = p * lam / k
-        cdf = cdf + p
+        for _ in range(steps):
+            k += 1
+            p = p * lam / k
+            cdf = cdf + p  # F(k)
+            count += u > cdf
         done = u <= cdf
-        k_out[idx[done]] = float(k)
-        keep = ~done
-        idx, lam, u, p, cdf = idx[keep], lam[keep], u[keep], p[keep], cdf[keep]
-    k_out[idx] = float(k)
-    return k_out
+        out[idx[done]] = count[done]
+        keep = torch.nonzero(~done).flatten()
+        idx, lam, u, p, cdf, count = (t[keep] for t in (idx, lam, u, p, cdf, count))
+        steps = min(2 * steps, 8)  # compact often while many pixels decide, then rarely
+    out[idx] = count  # beyond _MAX_INVERSION_K: unreachable for lam < 10
+    return out
 
 
 def _ptrs(lam: Tensor, pixel: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
     """Poisson(lam) by transformed rejection (Hormann 1993, as numpy), lam >= 10, float64;
-    attempt a of a pixel uses block (pixel, a // 2, STREAM_PTRS) of its image's key."""
+    attempt a of a pixel uses block (pixel, a // 2, STREAM_PTRS) of its image's key. The
+    per-pixel constants are compacted with the undecided pixels (~10% after one attempt)."""
     out = torch.empty_like(lam)
-    slam, loglam = torch.sqrt(lam), torch.log(lam)
-    b = 0.931 + 2.53 * slam
-    a = -0.059 + 0.02483 * b
-    log_invalpha = torch.log(1.1239 + 1.1328 / (b - 3.4))
-    vr = 0.9277 - 3.6224 / (b - 2.0)
+    b = 0.931 + 2.53 * torch.sqrt(lam)
+    # (rate, a, b, log(1/alpha), v_r, log rate, pixel, key words) of the undecided pixels
+    cols = [lam, -0.059 + 0.02483 * b, b, torch.log(1.1239 + 1.1328 / (b - 3.4)),
+            0.9277 - 3.6224 / (b - 2.0), torch.log(lam), pixel, k0, k1]
     idx = torch.arange(lam.numel(), device=lam.device)
     zero = torch.zeros((), dtype=torch.int64, device=lam.device)
     for pair in range(_MAX_PTRS_PAIRS):
         if not idx.numel():
             break
-        w = philox_words(pixel[idx], zero + pair, zero + STREAM_PTRS, zero, k0[idx], k1[idx])
+        w = philox_words(cols[6], zero + pair, zero + STREAM_PTRS, zero, cols[7], cols[8])
         for j in (0, 2):  # two attempts per block; w is compacted along with idx
             if not idx.numel():
                 break
-            la, aa, ba = lam[idx], a[idx], b[idx]
+            la, aa, ba, lia, vr, loglam = cols[:6]
             uu, v = _unit32(w[j]) - 0.5, _unit32(w[j + 1])
             us = 0.5 - uu.abs()
             k = torch.floor((2.0 * aa / us + ba) * uu + la + 0.43)
-            quick = (us >= 0.07) & (v <= vr[idx])
+            quick = (us >= 0.07) & (v <= vr)
             reject = (k < 0) | ((us < 0.013) & (v > us))
-            lhs = torch.log(v) + log_invalpha[idx] - torch.log(aa / (us * us) + ba)
-            rhs = -la + k * loglam[idx] - torch.lgamma(k + 1.0)
+            lhs = torch.log(v) + lia - torch.log(aa / (us * us) + ba)
+            rhs = -la + k * loglam - torch.lgamma(k + 1.0)
             accept = quick | (~reject & (lhs <= rhs))
             out[idx[accept]] = k[accept]
-            keep = ~accept
-            idx, w = idx[keep], [x[keep] for x in w]
-    out[idx] = torch.round(lam[idx])  # unreachable in practice (see _MAX_PTRS_PAIRS)
+            keep = torch.nonzero(~accept).flatten()
+            idx, w, cols = idx[keep], [x[keep] for x in w], [c[keep] for c in cols]
+    out[idx] = torch.round(cols[0])  # unreachable in practice (see _MAX_PTRS_PAIRS)
     return out
 
 
@@ -125,14 +131,16 @@ def poisson(rate: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
     blocks = torch.arange((n + 3) // 4, device=rate.device)[None, :]
     zero = torch.zeros((), dtype=torch.int64, device=rate.device)
     words = philox_words(blocks, zero, zero + STREAM_INVERSION, zero, k0, k1)
-    u = _unit32(torch.stack(words, dim=-1).reshape(b, -1)[:, :n])
+    u = _unit32(torch.stack(words, dim=-1).reshape(b, -1)[:, :n]).flatten()
+    lam = lam.flatten()
     counts = torch.empty_like(lam)
     small = lam < SMALL_RATE
-    counts[small] = _inversion(lam[small], u[small])
-    big = ~small
-    if bool(big.any()):
-        pixel = torch.arange(n, device=rate.device).expand(b, n)[big]
-        counts[big] = _ptrs(lam[big], pixel, k0.expand(b, n)[big], k1.expand(b, n)[big])
+    si = torch.nonzero(small).flatten()
+    counts[si] = _inversion(lam[si], u[si])
+    bi = torch.nonzero(~small).flatten()
+    if bi.numel():
+        image = bi // n
+        counts[bi] = _ptrs(lam[bi], bi % n, k0.flatten()[image], k1.flatten()[image])
     return counts.view(rate.shape)
 
 

@@ -69,7 +69,7 @@ def philox_torch(
     return c0, c1, c2, c3
 
 
-_CHUNK = 1 << 15  # counters per numpy chunk: keeps the round temporaries in cache
+_CHUNK = 1 << 12  # counters per numpy chunk: keeps the round temporaries in L1/L2
 
 
 def philox_words(

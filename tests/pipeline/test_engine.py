@@ -389,3 +389,18 @@ def test_compile_trains_a_plain_cvt():
     assert math.isfinite(res.history[-1]["train_loss"])
     assert not hasattr(res.model, "_orig_mod")  # the plain module is kept and checkpointed
     assert "_orig_mod" not in "".join(checkpoints.load_checkpoint(res.checkpoint_dir)["model"])
+
+
+def test_precision_is_searchable():
+    import random
+
+    from pipeline.search.parse import parse_search_text
+    from pipeline.search.spec import sample
+
+    spec = parse_search_text(
+        "name: t\nscheduler: asha\nsearcher: random\nmetric: val_acc\nmode: max\n"
+        "num_samples: 2\nmax_epochs: 1\nparams:\n"
+        "  train.precision: {choice: [fp32, bf16]}\n  train.compile: false\n")
+    trials = [sample(spec, random.Random(s)) for s in range(8)]
+    assert {t["train.precision"] for t in trials} == {"fp32", "bf16"}
+    assert all(RunConfig.from_flat(t).train.compile is False for t in trials)
