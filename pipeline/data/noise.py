@@ -14,6 +14,11 @@ Poisson: exact in distribution, batched over the pixels of the whole batch: inve
 CDF (one uniform per pixel) below a rate of 10, and Hormann's transformed rejection (PTRS,
 numpy's algorithm, two uniforms per attempt, ~1.1 attempts) at and above it; both loops run
 over the still-undecided pixels only, in float64.
+
+CPU cost (2-core machine, batch 256, eager): 64 px Gaussian noise ~23 ms (per-image torch
+generators took ~8 ms), 150 px Poisson ~0.8 s (torch.poisson took ~0.2 s); with compile=True
+the Philox rounds fuse into one loop and the Gaussian noise takes ~7 ms. The GPU path is the
+eager torch code (a few hundred elementwise kernels per batch, no per-image launches).
 """
 
 from __future__ import annotations
@@ -50,11 +55,13 @@ def _unit32(w: Tensor) -> Tensor:
     return (w.to(torch.float64) + 0.5) * 2.0**-32  # in (0, 1)
 
 
-def normals(k0: Tensor, k1: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+def normals(k0: Tensor, k1: Tensor, n: int, dtype: torch.dtype, compile: bool = False
+            ) -> Tensor:
     """(B, n) standard normals; pixel p of image i from block p // 4 of image i's key."""
     blocks = torch.arange((n + 3) // 4, device=k0.device)[None, :]
     zero = torch.zeros((), dtype=torch.int64, device=k0.device)
-    w0, w1, w2, w3 = philox_words(blocks, zero, zero + STREAM_NORMAL, zero, k0, k1)
+    w0, w1, w2, w3 = philox_words(blocks, zero, zero + STREAM_NORMAL, zero, k0, k1,
+                                  compile=compile)
     out = []
     for wa, wb in ((w0, w1), (w2, w3)):
         r = torch.sqrt(-2.0 * torch.log(_unit24(wa, dtype)))
@@ -89,7 +96,8 @@ def _inversion(lam: Tensor, u: Tensor) -> Tensor:
     return out
 
 
-def _ptrs(lam: Tensor, pixel: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
+def _ptrs(lam: Tensor, pixel: Tensor, k0: Tensor, k1: Tensor, compile: bool = False
+          ) -> Tensor:
     """Poisson(lam) by transformed rejection (Hormann 1993, as numpy), lam >= 10, float64;
     attempt a of a pixel uses block (pixel, a // 2, STREAM_PTRS) of its image's key. The
     per-pixel constants are compacted with the undecided pixels (~10% after one attempt)."""
@@ -103,7 +111,8 @@ def _ptrs(lam: Tensor, pixel: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
     for pair in range(_MAX_PTRS_PAIRS):
         if not idx.numel():
             break
-        w = philox_words(cols[6], zero + pair, zero + STREAM_PTRS, zero, cols[7], cols[8])
+        w = philox_words(cols[6], zero + pair, zero + STREAM_PTRS, zero, cols[7], cols[8],
+                         compile=compile)
         for j in (0, 2):  # two attempts per block; w is compacted along with idx
             if not idx.numel():
                 break
@@ -123,14 +132,15 @@ def _ptrs(lam: Tensor, pixel: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
     return out
 
 
-def poisson(rate: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
+def poisson(rate: Tensor, k0: Tensor, k1: Tensor, compile: bool = False) -> Tensor:
     """Poisson counts (B, H, W) float64 of rates (B, H, W), image i keyed by (k0[i], k1[i])."""
     b = rate.shape[0]
     lam = rate.reshape(b, -1).to(torch.float64)
     n = lam.shape[1]
     blocks = torch.arange((n + 3) // 4, device=rate.device)[None, :]
     zero = torch.zeros((), dtype=torch.int64, device=rate.device)
-    words = philox_words(blocks, zero, zero + STREAM_INVERSION, zero, k0, k1)
+    words = philox_words(blocks, zero, zero + STREAM_INVERSION, zero, k0, k1,
+                         compile=compile)
     u = _unit32(torch.stack(words, dim=-1).reshape(b, -1)[:, :n]).flatten()
     lam = lam.flatten()
     counts = torch.empty_like(lam)
@@ -140,7 +150,8 @@ def poisson(rate: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
     bi = torch.nonzero(~small).flatten()
     if bi.numel():
         image = bi // n
-        counts[bi] = _ptrs(lam[bi], bi % n, k0.flatten()[image], k1.flatten()[image])
+        counts[bi] = _ptrs(lam[bi], bi % n, k0.flatten()[image], k1.flatten()[image],
+                           compile)
     return counts.view(rate.shape)
 
 
@@ -160,7 +171,8 @@ def add_noise(
               noise_for_model (Gaussian approximation of the shot noise); the two
               independent Gaussians are drawn as one, N(0, sqrt(sigma_bkg^2 + model / t)).
     seeds: each image's 63-bit noise seed (SimParams.noise_seed). normalize_after applies
-    `normalize`; compile fuses the final arithmetic with torch.compile.
+    `normalize`; compile runs the Philox rounds and the final arithmetic through
+    torch.compile (the same numbers, far faster on a CPU once compiled).
     """
     if preset.noise == "none":
         return normalize(model) if normalize_after else model
@@ -169,11 +181,11 @@ def add_noise(
     t = exposure.to(device=device, dtype=model.dtype)[:, None, None]
     k0, k1 = image_keys(seeds, device)
     combine = _compiled_combine() if compile else _combine
-    z = normals(k0, k1, h * w, model.dtype).view(b, h, w)
+    z = normals(k0, k1, h * w, model.dtype, compile).view(b, h, w)
     if preset.noise == "poisson":
         t64 = exposure.to(device=device, dtype=torch.float64)[:, None, None]
         rate = torch.clamp(model.to(torch.float64), min=0.0) * t64
-        model = poisson(rate, k0, k1).to(model.dtype)
+        model = poisson(rate, k0, k1, compile).to(model.dtype)
     return combine(model, z, t, preset.noise == "poisson", preset.background_noise(),
                    normalize_after)
 

@@ -17,6 +17,8 @@ bit for bit on every device.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -74,9 +76,18 @@ _CHUNK = 1 << 12  # counters per numpy chunk: keeps the round temporaries in L1/
 
 def philox_words(
     c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor,
-    k0: torch.Tensor, k1: torch.Tensor,
+    k0: torch.Tensor, k1: torch.Tensor, *, compile: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Philox4x32-10 words of broadcast int64 counters/keys, on the tensors' device."""
+    """Philox4x32-10 words of broadcast int64 counters/keys, on the tensors' device.
+
+    compile=True runs `philox_torch` through torch.compile (one fused loop: ~25x faster than
+    the numpy rounds on a CPU, after a one-off ~10 s compilation); the words are the same.
+    """
+    if compile:
+        from pipeline.data.render import recompile_headroom
+
+        with recompile_headroom():
+            return _compiled_philox()(c0, c1, c2, c3, k0, k1)
     if c0.device.type != "cpu":
         return philox_torch(c0, c1, c2, c3, k0, k1)
     parts = torch.broadcast_tensors(c0, c1, c2, c3, k0, k1)
@@ -91,6 +102,11 @@ def philox_words(
         out[:, r : r + step] = _philox_keyed(*chunk)
     words = torch.from_numpy(out.view(np.int64))
     return tuple(w.reshape(shape) for w in words)  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_philox():
+    return torch.compile(philox_torch, dynamic=True)
 
 
 def _philox_keyed(c0, c1, c2, c3, k0, k1, rounds: int = 10):  # numpy uint64 arrays

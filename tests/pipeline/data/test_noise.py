@@ -82,3 +82,14 @@ def test_one_vectorised_draw_per_batch(monkeypatch):
         calls.clear()
         noise.add_noise(torch.rand(b, 16, 16), pre, torch.ones(b), torch.arange(b))
         assert len(calls) == 1
+
+
+@pytest.mark.slow  # two torch.compile graphs, ~30 s on the 2-core CI machine
+def test_compiled_noise_is_the_same_noise():
+    model = torch.rand(3, 20, 20) * 0.05
+    seeds, t = torch.tensor([1, 2, 3]), torch.full((3,), 2000.0)
+    for name in ("model_i", "model_ii"):  # Poisson (both samplers) and Gaussian
+        pre = get_preset(name, num_pix=20)
+        eager = noise.add_noise(model, pre, t, seeds)
+        compiled = noise.add_noise(model, pre, t, seeds, compile=True)
+        assert torch.allclose(compiled, eager, rtol=0, atol=1e-6), name
