@@ -6,7 +6,8 @@ Sections:
              (torch.utils.flop_counter) and model FLOP utilisation = FLOPs x images/s / peak
              (train counts 3x the forward FLOPs; null where the device's peak is not known).
   packed     1, 2, 4, 8 training processes sharing one device, as `--gpus-per-trial 1 / 0.5 /
-             0.25 / 0.125` places them: aggregate images/s and each trial's slowdown.
+             0.25 / 0.125` places them (separate processes on one GPU, no memory cap, like
+             Ray's fractional GPUs): aggregate images/s and each trial's slowdown.
   simulation on-device simulation images/s per preset and class at batch 256 and 1024, and its
              share of a training step (simulate + train one batch of the reference model).
 
@@ -182,8 +183,6 @@ def worker(args: argparse.Namespace) -> None:
     """One packed trial: train steps until the shared deadline; prints its images/s."""
     device = torch.device(args.device)
     torch.set_num_threads(1)
-    if device.type == "cuda":
-        torch.cuda.set_per_process_memory_fraction(args.fraction, device)
     model, shape, _ = build(args.packed_model, args.quick, device)
     step = _train_step(model, args.precision, False, args.batch, shape, device)
     for _ in range(2):
@@ -207,8 +206,7 @@ def bench_packed(args: argparse.Namespace, device: torch.device, precision: str
     for n in args.packed:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", str(device),
                "--packed-model", args.packed_model, "--precision", precision,
-               "--batch", str(args.batch), "--seconds", str(args.seconds),
-               "--fraction", str(PACKED_FRACTIONS.get(n, 1 / n))]
+               "--batch", str(args.batch), "--seconds", str(args.seconds)]
         if args.quick:
             cmd.append("--quick")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -292,7 +290,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     # worker-only options (one packed trial)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
-    p.add_argument("--fraction", type=float, default=1.0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     q = a.quick
     a.batch = a.batch or (4 if q else 128)

@@ -7,9 +7,11 @@ most 64 MiB of files per command. This script:
      metadata of this environment, so versions match what the tests ran with), minus what the
      target already has (torch and its own dependencies);
   2. downloads cp312 manylinux wheels of those versions (`pip download --no-deps`), and builds
-     the sdist-only ones (lie_learn, py3nj) with a Python 3.12 interpreter (--python312);
-     numpy 1.26 for cp312 is carried too, since the project pins numpy<2 (escnn's lie_learn
-     is built against numpy 1.x), unless --no-numpy1;
+     the sdist-only one (py3nj, Fortran: needs gfortran) with a Python 3.12 interpreter
+     (--python312). numpy 1.26 for cp312 is carried too (unless --no-numpy1): the cp312
+     lie_learn 0.0.2 wheel on PyPI is built against numpy 1.x and fails to import under
+     numpy 2 ("numpy.core.multiarray failed to import", checked with numpy 2.3), and there is
+     no 0.0.2 sdist to rebuild; the project pins numpy<2 for the same reason;
   3. builds the project's own wheel;
   4. trims the Ray wheel (ray/jars and the dashboard client are not needed to run Tune);
   5. packs the wheels into part_N/ folders of at most --limit-mib each (one carried per
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_HAS = {"torch", "numpy", "triton", "sympy", "mpmath", "networkx", "jinja2", "markupsafe",
               "filelock", "fsspec", "typing-extensions", "setuptools", "pip", "wheel"}
 TARGET_HAS_PREFIXES = ("nvidia-",)
-SDIST_ONLY = {"lie-learn", "py3nj"}  # no wheels on PyPI: built here for cp312
+SDIST_ONLY = {"py3nj"}  # no wheels on PyPI: built here for cp312 (checked: builds with 3.12)
 RAY_DROP = ("ray/jars/", "ray/dashboard/client/")
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
              "manylinux_2_34_x86_64", "linux_x86_64")

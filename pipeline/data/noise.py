@@ -5,9 +5,10 @@ key being the image's `noise_seed` (itself a Philox word of (seed, index)): one 
 call per batch, no per-image generator or loop, and each image's noise is the same whatever
 the batch split. The integer words are identical on CPU and CUDA; what can differ between
 devices is floating-point rounding after them: normals by a few float32 ulps (log, cos, sin
-kernels), and a Poisson count only where such a rounding-level difference of its rate (the
-renderers differ by ~1e-6 of the peak) moves the pixel across one of its sampler's decision
-thresholds, which changes that pixel alone (probability ~1e-7 per pixel).
+kernels), and a Poisson count by one where the rate's rounding difference (the float32
+renderers agree to ~1e-7 relative, at worst 1e-5 of the peak) moves the pixel across one of
+its sampler's thresholds: about pmf(k) x that difference, ~1e-6 of the bright pixels, and only
+that pixel changes (before, CPU and CUDA generators gave unrelated realisations).
 
 Normals: Box-Muller on 24-bit uniforms (float32-exact; |z| <= 5.9, a tail of 4e-9 cut).
 Poisson: exact in distribution, batched over the pixels of the whole batch: inversion of the

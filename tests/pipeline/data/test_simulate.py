@@ -278,7 +278,8 @@ def test_cuda_matches_cpu(name):
     # counter-based noise: the same realisation on both devices, up to float rounding (a
     # Poisson pixel may move by one count where rounding crosses a sampler threshold)
     diff = (cpu.images - whole.images.cpu()).abs()
-    assert (diff > 1e-3).float().mean().item() < 1e-4, f"{name}: {diff.max().item():.1e}"
+    flipped = (diff > 1e-3).float().mean().item()  # with device generators: nearly all
+    assert flipped < 1e-3, f"{name}: {flipped:.1e} of the pixels, max {diff.max().item():.1e}"
     k0, k1 = noise.image_keys(torch.arange(4), torch.device("cuda"))
     on_gpu = [w.cpu() for w in rng.philox_words(torch.arange(9)[None].cuda(), k0 * 0, k0 * 0,
                                                 k0 * 0, k0, k1)]
