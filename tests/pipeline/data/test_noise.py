@@ -76,7 +76,7 @@ def test_one_vectorised_draw_per_batch(monkeypatch):
     """No per-image generator: a Gaussian-noise batch makes one Philox call, whatever its size."""
     calls = []
     real = noise.philox_words
-    monkeypatch.setattr(noise, "philox_words", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(noise, "philox_words", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     pre = get_preset("model_ii", num_pix=16)
     for b in (1, 64):
         calls.clear()
