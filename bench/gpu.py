@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -42,7 +41,8 @@ import eqcvt  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.data.priors import KINDS, draw_params  # noqa: E402
 from pipeline.data.simulate import PRESETS, get_preset, images_from_params  # noqa: E402
-from pipeline.device import autocast, device_name, exact_fp32, step_settings  # noqa: E402
+from pipeline.device import device_name, exact_fp32, step_settings  # noqa: E402
+from pipeline.optim import optimizer_step  # noqa: E402
 
 # Dense peak FLOP/s by device-name fragment (vendor datasheets, SXM parts). fp32 training runs
 # with TF32 matmuls (the engine allows TF32 for training), so its peak is the TF32 one; eval is
@@ -107,24 +107,15 @@ def _flops_per_image(model: torch.nn.Module, shape: tuple, device: torch.device)
 
 def _train_step(model: torch.nn.Module, precision: str, compile: bool, batch: int,
                 shape: tuple, device: torch.device) -> Callable[[], None]:
-    """One optimiser step as the engine runs it (same step settings: autocast, scaler)."""
+    """One optimiser step: the engine's own `optimizer_step` with its step settings."""
     settings = step_settings(model, TrainConfig(precision=precision, compile=compile), device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, *shape, device=device)
-    y = torch.randint(0, 2, (batch,), device=device)
+    classes = getattr(model.config, "classes", 2) or 2
+    y = torch.randint(0, classes, (batch,), device=device)
 
     def step() -> None:
-        with autocast(device, settings.dtype):
-            out = settings.forward(x)
-        loss = F.cross_entropy(out.float(), y % out.shape[1])
-        opt.zero_grad(set_to_none=True)
-        if settings.scaler is not None:
-            settings.scaler.scale(loss).backward()
-            settings.scaler.step(opt)
-            settings.scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        optimizer_step(model, opt, settings, x, y, y, task="classification")
 
     return step
 

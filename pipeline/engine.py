@@ -24,7 +24,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .augment import augment_batch
 from .checkpoints import (
@@ -38,14 +37,13 @@ from .checkpoints import (
 from .config import RunConfig
 from .device import (
     StepSettings,
-    autocast,
     device_name,
     precision_name,
     resolve_device,
     step_settings,
 )
 from .evaluation import evaluate, task_kind
-from .optim import apply_optimizer_overrides, build_optimizer, build_scheduler
+from .optim import apply_optimizer_overrides, build_optimizer, build_scheduler, optimizer_step
 
 _NONFINITE_CHECK_EVERY = 16  # steps between loss checks (each check syncs the device once)
 
@@ -204,30 +202,12 @@ def _train_epoch(
         images = augment_batch(images.to(device, non_blocking=True).float(), tc.augment, gen)
         if tc.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, step.dtype):
-            out = step.forward(images)
-        out = out.float()  # the loss in fp32 whatever the autocast dtype
-        if task == "regression":
-            loss = F.mse_loss(out, targets.to(device, non_blocking=True).float())
-        else:
-            loss = F.cross_entropy(
-                out, labels.to(device, non_blocking=True).long(),
-                label_smoothing=tc.label_smoothing,
-            )
-        optimizer.zero_grad(set_to_none=True)
         lr = float(optimizer.param_groups[0]["lr"])
-        if step.scaler is not None:  # fp16: scale the loss, unscale before clipping
-            step.scaler.scale(loss).backward()
-            step.scaler.unscale_(optimizer)
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            step.scaler.step(optimizer)
-            step.scaler.update()
-        else:
-            loss.backward()
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
+        loss = optimizer_step(
+            model, optimizer, step, images, labels.to(device, non_blocking=True),
+            targets.to(device, non_blocking=True), task=task,
+            label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip,
+        )
         scheduler.step()
         detached = loss.detach()
         pending.append(detached)
