@@ -299,6 +299,8 @@ def fit(
         epoch, global_step = int(state["epoch"]), int(state["global_step"])
         history = list(state["history"])
         set_rng_state(state["rng"])
+        if step.scaler is not None and "scaler" in state:
+            step.scaler.load_state_dict(state["scaler"])
         apply_optimizer_overrides(
             optimizer, scheduler, lr=tc.lr, weight_decay=tc.weight_decay, momentum=tc.momentum
         )
@@ -338,7 +340,7 @@ def fit(
         ckpt = save_checkpoint(
             root / f"epoch_{epoch:04d}", cfg=cfg, model_name=cfg.model.name, kwargs=kwargs,
             model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-            global_step=global_step, history=history,
+            global_step=global_step, history=history, scaler=step.scaler,
         )
         written.append(ckpt)
         last_ckpt = ckpt

@@ -404,3 +404,25 @@ def test_precision_is_searchable():
     trials = [sample(spec, random.Random(s)) for s in range(8)]
     assert {t["train.precision"] for t in trials} == {"fp32", "bf16"}
     assert all(RunConfig.from_flat(t).train.compile is False for t in trials)
+
+
+def test_resume_continues_the_fp16_loss_scale(tmp_path, monkeypatch):
+    """fp16's gradient-scaler state travels in the checkpoint (a CPU GradScaler stands in for
+    the CUDA one, which fp16 needs)."""
+    from pipeline.device import StepSettings
+
+    made = []
+
+    def settings(model, train, device):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+        made.append(scaler)
+        return StepSettings(forward=model, dtype=None, scaler=scaler)
+
+    monkeypatch.setattr(engine, "step_settings", settings)
+    first = engine.fit(cfg_of(**{"train.epochs": 1}), make_bundle(),
+                       checkpoint_root=tmp_path / "a")
+    saved = checkpoints.load_checkpoint(first.checkpoint_dir)["scaler"]
+    assert saved["scale"] == made[0].get_scale() == 2.0**14  # doubled on each of 4 steps
+    engine.fit(cfg_of(**{"train.epochs": 2}), make_bundle(), resume_from=first.checkpoint_dir,
+               checkpoint_root=tmp_path / "b")
+    assert made[1].get_scale() == 2.0**18  # continued from the saved scale, not init_scale
