@@ -136,9 +136,11 @@ def save_checkpoint(
     epoch: int,
     global_step: int,
     history: list[dict[str, float]],
+    scaler: Any = None,
 ) -> Path:
     """Write one checkpoint directory; the previous one at `path` stays readable until the new
-    one is complete and in place (see the module docstring). `cfg` is a RunConfig."""
+    one is complete and in place (see the module docstring). `cfg` is a RunConfig; `scaler`
+    the fp16 gradient scaler, whose loss scale a resumed run continues from."""
     path = Path(path)
     tmp, old = _sibling(path, ".tmp"), _sibling(path, ".old")
     _repair(path)
@@ -153,6 +155,7 @@ def save_checkpoint(
             "global_step": global_step,
             "history": history,
             "rng": rng_state(),
+            **({"scaler": scaler.state_dict()} if scaler is not None else {}),
         },
         tmp / STATE_FILE,
     )

@@ -22,6 +22,7 @@ OPTIMIZERS: tuple[str, ...] = ("adamw", "adam", "sgd")
 SCHEDULERS: tuple[str, ...] = ("cosine", "constant")
 AUGMENTS: tuple[str, ...] = ("none", "flips", "rot90", "rot90_flips", "rotate")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 DATA_SOURCES: tuple[str, ...] = ("simulate", "shards")
 DATA_TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
 _CUDA_INDEX = re.compile(r"^cuda:\d+$")
@@ -92,6 +93,11 @@ class TrainConfig:
     clipping; `num_threads` = 0 leaves torch's thread count alone. `optimizer` "adam" adds
     weight decay to the gradient (L2, the published recipe), "adamw" decouples it. `augment`
     "rotate" is the published continuous rotation, uniform in [-180, 180] degrees.
+    `precision` is the training step's autocast dtype ("auto": bf16 on a CUDA device that
+    supports it, else fp32; resolved by `pipeline.device.resolve_precision`); evaluation always
+    runs in fp32. `compile` runs the training forward through torch.compile; `channels_last`
+    and `cudnn_benchmark` are GPU layout/autotuning switches, off until bench/gpu.py shows
+    they pay.
     """
 
     epochs: int = 10
@@ -110,6 +116,10 @@ class TrainConfig:
     num_threads: int = 0
     steps_per_epoch: int = 0
     eval_batch_size: int = 256
+    precision: str = "auto"
+    compile: bool = False
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -123,6 +133,7 @@ class TrainConfig:
         _check_in(self, "optimizer", OPTIMIZERS)
         _check_in(self, "scheduler", SCHEDULERS)
         _check_in(self, "augment", AUGMENTS)
+        _check_in(self, "precision", PRECISIONS)
         if self.device not in DEVICES and not _CUDA_INDEX.match(self.device):
             raise ValueError(
                 f"train.device must be one of {DEVICES} or 'cuda:N', got {self.device!r}"

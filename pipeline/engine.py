@@ -24,7 +24,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .augment import augment_batch
 from .checkpoints import (
@@ -36,9 +35,15 @@ from .checkpoints import (
     set_rng_state,
 )
 from .config import RunConfig
-from .device import device_name, resolve_device
+from .device import (
+    StepSettings,
+    device_name,
+    precision_name,
+    resolve_device,
+    step_settings,
+)
 from .evaluation import evaluate, task_kind
-from .optim import apply_optimizer_overrides, build_optimizer, build_scheduler
+from .optim import apply_optimizer_overrides, build_optimizer, build_scheduler, optimizer_step
 
 _NONFINITE_CHECK_EVERY = 16  # steps between loss checks (each check syncs the device once)
 
@@ -98,6 +103,7 @@ class FitResult:
     images_seen: int = 0
     images_per_s: float = 0.0
     device: str = ""  # e.g. "cpu", "cuda:0 (NVIDIA H200)"
+    precision: str = "fp32"  # the resolved train.precision of the training step
 
 
 # ----------------------------------------------------------------------------- model
@@ -182,6 +188,7 @@ def _train_epoch(
     steps: int,
     global_step: int,
     device: torch.device,
+    step: StepSettings,
 ) -> tuple[float, int, float]:
     """One epoch of optimiser steps -> (mean train loss, images seen, lr of the last step)."""
     tc = cfg.train
@@ -191,29 +198,23 @@ def _train_epoch(
     pending: list[torch.Tensor] = []
     n_seen, lr = 0, float(optimizer.param_groups[0]["lr"])
     batches = _batches(bundle, tc.batch_size, steps, global_step, gen)
-    for step, (images, labels, targets) in enumerate(batches, start=1):
+    for i, (images, labels, targets) in enumerate(batches, start=1):
         images = augment_batch(images.to(device, non_blocking=True).float(), tc.augment, gen)
-        out = model(images)
-        if task == "regression":
-            loss = F.mse_loss(out, targets.to(device, non_blocking=True).float())
-        else:
-            loss = F.cross_entropy(
-                out, labels.to(device, non_blocking=True).long(),
-                label_smoothing=tc.label_smoothing,
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        if tc.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         lr = float(optimizer.param_groups[0]["lr"])
-        optimizer.step()
+        loss = optimizer_step(
+            model, optimizer, step, images, labels.to(device, non_blocking=True),
+            targets.to(device, non_blocking=True), task=task,
+            label_smoothing=tc.label_smoothing, grad_clip=tc.grad_clip,
+        )
         scheduler.step()
         detached = loss.detach()
         pending.append(detached)
         loss_sum += detached * len(images)
         n_seen += len(images)
         if len(pending) == _NONFINITE_CHECK_EVERY:
-            _check_finite(pending, step - len(pending) + 1, epoch)
+            _check_finite(pending, i - len(pending) + 1, epoch)
             pending = []
     _check_finite(pending, steps - len(pending) + 1, epoch)
     return float(loss_sum.item()) / max(1, n_seen), n_seen, lr
@@ -269,13 +270,17 @@ def fit(
         torch.set_num_threads(tc.num_threads)
     device = resolve_device(tc.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True  # training only: evaluation turns it off
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = tc.cudnn_benchmark
     bundle = data
     task = task_kind(bundle.task)
     seed_everything(tc.seed)
     kwargs = model_kwargs(cfg, bundle)
     model = build_model(cfg, bundle).to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step = step_settings(model, tc, device)
     num_params = eqcvt.count_params(model)
     optimizer = build_optimizer(model, tc)
     steps = _steps_per_epoch(cfg, bundle)
@@ -294,6 +299,8 @@ def fit(
         epoch, global_step = int(state["epoch"]), int(state["global_step"])
         history = list(state["history"])
         set_rng_state(state["rng"])
+        if step.scaler is not None and "scaler" in state:
+            step.scaler.load_state_dict(state["scaler"])
         apply_optimizer_overrides(
             optimizer, scheduler, lr=tc.lr, weight_decay=tc.weight_decay, momentum=tc.momentum
         )
@@ -312,7 +319,7 @@ def fit(
         t0 = time.perf_counter()
         train_loss, n_seen, lr = _train_epoch(
             model, optimizer, scheduler, bundle, cfg, task=task, epoch=epoch, steps=steps,
-            global_step=global_step, device=device,
+            global_step=global_step, device=device, step=step,
         )
         global_step += steps
         train_time = time.perf_counter() - t0  # loss .item() above synchronised the device
@@ -333,7 +340,7 @@ def fit(
         ckpt = save_checkpoint(
             root / f"epoch_{epoch:04d}", cfg=cfg, model_name=cfg.model.name, kwargs=kwargs,
             model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-            global_step=global_step, history=history,
+            global_step=global_step, history=history, scaler=step.scaler,
         )
         written.append(ckpt)
         last_ckpt = ckpt
@@ -378,4 +385,5 @@ def fit(
         images_seen=seen_total,
         images_per_s=seen_total / train_time_total if train_time_total > 0 else 0.0,
         device=device_name(device),
+        precision=precision_name(step.dtype),
     )

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import metrics
+from .device import exact_fp32
 
 EVAL_FILE = "evaluation.json"
 
@@ -36,15 +37,16 @@ def model_device(model: nn.Module) -> torch.device:
 def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: Any = None
 ) -> torch.Tensor:
-    """Raw outputs (N, out) as CPU float32, in eval mode (escnn filters expanded once)."""
+    """Raw outputs (N, out) as CPU float32, in eval mode (escnn filters expanded once), in
+    full fp32 whatever precision the model trained in (`exact_fp32`: no autocast, no TF32)."""
     device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()  # outside inference_mode: escnn caches its expanded filters here
     outs = []
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32():
             for i in range(0, len(images), batch_size):
-                batch = images[i : i + batch_size].to(device, non_blocking=True)
+                batch = images[i : i + batch_size].to(device, non_blocking=True).float()
                 outs.append(model(batch).float().cpu())
     finally:
         if was_training:
@@ -106,7 +108,9 @@ def evaluate_model(
     n_eq = min(equivariance_images, len(split.images))
     if n_eq:
         x = split.images[:n_eq].to(model_device(model)).float()
-        result.update({k: float(v) for k, v in equivariance_report(model, x).items()})
+        with exact_fp32():
+            report = equivariance_report(model, x)
+        result.update({k: float(v) for k, v in report.items()})
     result["num_params"] = float(eqcvt.count_params(model))
     if out_dir is not None:
         from . import plots

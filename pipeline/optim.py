@@ -1,4 +1,5 @@
-"""Optimiser and learning-rate schedule of a run, and in-place overrides (PBT, resume)."""
+"""Optimiser and learning-rate schedule of a run, in-place overrides (PBT, resume), and the
+optimiser step itself (autocast forward, fp32 loss, scaled backward for fp16)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .config import TrainConfig
+from .device import StepSettings, autocast
 
 
 def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -96,3 +99,40 @@ def apply_optimizer_overrides(
                 group["momentum"] = momentum
     if lr is not None and scheduler is not None and hasattr(scheduler, "_last_lr"):
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: StepSettings,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    task: str,
+    label_smoothing: float = 0.0,
+    grad_clip: float = 0.0,
+) -> torch.Tensor:
+    """Forward (autocast), fp32 loss, backward and one optimiser step; returns the loss.
+    bench/gpu.py times this same function."""
+    with autocast(images.device, step.dtype):
+        out = step.forward(images)
+    out = out.float()  # the loss in fp32 whatever the autocast dtype
+    if task == "regression":
+        loss = F.mse_loss(out, targets.float())
+    else:
+        loss = F.cross_entropy(out, labels.long(), label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    if step.scaler is not None:  # fp16: scale the loss, unscale before clipping
+        step.scaler.scale(loss).backward()
+        step.scaler.unscale_(optimizer)
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        step.scaler.step(optimizer)
+        step.scaler.update()
+    else:
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    return loss

@@ -62,7 +62,7 @@ class SimParams:
     vortex_half_length: Tensor  # 0 for non-axion images
     vortex_theta_e2: Tensor  # theta_E(M_vortex)^2, 0 for non-axion images
     sub_mass_total: Tensor
-    noise_seed: Tensor  # (N,) int64, seeds the per-image noise generator
+    noise_seed: Tensor  # (N,) int64, the Philox key of the image's noise (noise.py)
 
     def __len__(self) -> int:
         return int(self.index.numel())

@@ -4,11 +4,12 @@
     batch.images  # (256, 1, 64, 64) float32, each image clipped at 0 and divided by its max
 
 Image i of a (seed, task) stream has class i % n_classes, parameters that depend on (seed, i)
-only (Philox counters, identical on every device) and noise from a generator seeded by
-(seed, i), so any split of [start, start + count) into calls gives the same images. Compiled
-rendering is bitwise split-independent; eager CPU kernels may round a few pixels at the end of
-a batch differently (1 ulp), which for Poisson noise can, with probability ~1e-7 per pixel,
-shift that image's remaining Poisson draws. Physics and conventions follow lenstronomy; see
+only and noise drawn, for the whole batch at once on the simulation device, from Philox
+counters keyed by the image's noise seed (itself a function of (seed, i)): the random words
+are identical on every device and for any split of [start, start + count) into calls.
+Eager CPU rendering may round a few pixels at the end of a batch differently (1 ulp), which
+moves only those pixels' noise (see noise.py for the device differences and their size).
+Physics and conventions follow lenstronomy; see
 the modules lensing, imaging, priors, noise and render.
 """
 
@@ -104,7 +105,7 @@ def images_from_params(
     img = render_noiseless(preset, params, device=device, dtype=dtype, compile=compile)
     if noise and len(params):
         return noise_mod.add_noise(
-            img, preset, params.exposure_time, params.noise_seed.tolist(),
+            img, preset, params.exposure_time, params.noise_seed,
             normalize_after=normalize, compile=compile,
         )
     return noise_mod.normalize(img) if normalize else img

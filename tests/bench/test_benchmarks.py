@@ -48,3 +48,23 @@ def test_models_bench():
     text = json.dumps(out)
     for preset in ("seed_eqcvt", "cvt_baseline"):
         assert preset in text
+
+
+@pytest.mark.slow
+def test_gpu_bench():
+    out = _bench("gpu.py")
+    assert out["machine"]["device"] == "cpu" and out["machine"]["peak_flops"] is None
+    models = {row["model"]: row for row in out["models"]}
+    assert {"cvt_baseline", "seed_eqcvt"} <= set(models)
+    for row in models.values():
+        assert row["fwd_flops_per_image"] > 0 and row["params"] > 0
+        assert [c["precision"] for c in row["cases"]] == ["fp32", "bf16"]
+        for case in row["cases"]:
+            assert case["train_images_per_s"] > 0 and case["eval_images_per_s"] > 0
+            assert case["train_mfu"] is None and case["peak_memory_mib"] is None  # CPU
+    runs = out["packed"]["runs"]
+    assert [r["trials"] for r in runs] == [1, 2] and runs[1]["gpus_per_trial"] == 0.5
+    assert len(runs[1]["per_trial_images_per_s"]) == 2 and runs[1]["aggregate_images_per_s"] > 0
+    sim = out["simulation"]["runs"]
+    assert {r["class"] for r in sim} == {"no_sub", "cdm", "axion"}
+    assert all(r["images_per_s"] > 0 and 0 < r["share_of_train_step"] < 1 for r in sim)

@@ -321,3 +321,108 @@ def test_adam_with_continuous_rotations_trains():
     assert res.metrics["lr"] == pytest.approx(1e-3)
     again = engine.fit(cfg, make_bundle())  # rotations come from the engine's generator
     assert again.history[0]["train_loss"] == res.history[0]["train_loss"]
+
+
+class _PrecisionProbe(_TinyNet):
+    """Records, per forward, (training?, dtype of the last layer's output, TF32 allowed?)."""
+
+    calls: list[tuple[bool, torch.dtype, bool]] = []
+
+    def forward(self, x):
+        out = self.body(x)
+        _PrecisionProbe.calls.append(
+            (self.training, out.dtype, torch.backends.cuda.matmul.allow_tf32))
+        return out * self.scale
+
+
+def _engine_precision_probe(**overrides):
+    return _PrecisionProbe(**overrides)
+
+
+PROBE = "_engine_precision_probe"
+if PROBE not in eqcvt.list_models():
+    eqcvt.register_model(_engine_precision_probe)
+
+
+def test_bf16_training_on_cpu_evaluates_in_fp32():
+    _PrecisionProbe.calls = []
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # as fit sets it on a GPU
+    try:
+        res = engine.fit(cfg_of(**{"model.name": PROBE, "train.precision": "bf16"}),
+                         make_bundle())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert res.precision == "bf16"
+    assert all(math.isfinite(h["train_loss"]) for h in res.history)
+    train = {dtype for training, dtype, _ in _PrecisionProbe.calls if training}
+    evals = [(dtype, allow) for training, dtype, allow in _PrecisionProbe.calls if not training]
+    assert train == {torch.bfloat16}
+    assert evals and set(evals) == {(torch.float32, False)}  # fp32, TF32 off, inside evaluate
+
+
+def test_default_precision_is_fp32_on_cpu():
+    assert cfg_of().train.precision == "auto"
+    assert engine.fit(cfg_of(**{"train.epochs": 1}), make_bundle()).precision == "fp32"
+
+
+def test_precision_is_validated_and_settable_from_text():
+    from pipeline.config import parse_value
+
+    assert parse_value("train.precision", "bf16") == "bf16"
+    assert parse_value("train.compile", "true") is True
+    with pytest.raises(ValueError, match="train.precision must be one of"):
+        cfg_of(**{"train.precision": "fp8"})
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        engine.fit(cfg_of(**{"train.precision": "fp16"}), make_bundle())
+
+
+@pytest.mark.slow  # torch.compile of a CvT takes ~50 s on the 2-core CI machine
+def test_compile_trains_a_plain_cvt():
+    cfg = RunConfig.from_flat({
+        "model.name": "cvt_baseline", "model.embed_dim": 8, "model.depth": 1, "model.heads": 1,
+        "model.head_hidden": 8, "train.epochs": 1, "train.batch_size": 8,
+        "train.steps_per_epoch": 2, "train.device": "cpu", "train.num_threads": 1,
+        "train.compile": True,
+    })
+    res = engine.fit(cfg, make_bundle(size=32))
+    assert math.isfinite(res.history[-1]["train_loss"])
+    assert not hasattr(res.model, "_orig_mod")  # the plain module is kept and checkpointed
+    assert "_orig_mod" not in "".join(checkpoints.load_checkpoint(res.checkpoint_dir)["model"])
+
+
+def test_precision_is_searchable():
+    import random
+
+    from pipeline.search.parse import parse_search_text
+    from pipeline.search.spec import sample
+
+    spec = parse_search_text(
+        "name: t\nscheduler: asha\nsearcher: random\nmetric: val_acc\nmode: max\n"
+        "num_samples: 2\nmax_epochs: 1\nparams:\n"
+        "  train.precision: {choice: [fp32, bf16]}\n  train.compile: false\n")
+    trials = [sample(spec, random.Random(s)) for s in range(8)]
+    assert {t["train.precision"] for t in trials} == {"fp32", "bf16"}
+    assert all(RunConfig.from_flat(t).train.compile is False for t in trials)
+
+
+def test_resume_continues_the_fp16_loss_scale(tmp_path, monkeypatch):
+    """fp16's gradient-scaler state travels in the checkpoint (a CPU GradScaler stands in for
+    the CUDA one, which fp16 needs)."""
+    from pipeline.device import StepSettings
+
+    made = []
+
+    def settings(model, train, device):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+        made.append(scaler)
+        return StepSettings(forward=model, dtype=None, scaler=scaler)
+
+    monkeypatch.setattr(engine, "step_settings", settings)
+    first = engine.fit(cfg_of(**{"train.epochs": 1}), make_bundle(),
+                       checkpoint_root=tmp_path / "a")
+    saved = checkpoints.load_checkpoint(first.checkpoint_dir)["scaler"]
+    assert saved["scale"] == made[0].get_scale() == 2.0**14  # doubled on each of 4 steps
+    engine.fit(cfg_of(**{"train.epochs": 2}), make_bundle(), resume_from=first.checkpoint_dir,
+               checkpoint_root=tmp_path / "b")
+    assert made[1].get_scale() == 2.0**18  # continued from the saved scale, not init_scale
