@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _timing import median_step_time, sync  # noqa: E402  (bench/, the script's folder)
 
 import eqcvt  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
@@ -55,25 +56,6 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 TINY = {"embed_dim": 8, "depth": 1, "heads": 1, "head_hidden": 8, "kernel_size": 3,
         "stem_blocks": 1}
 PACKED_FRACTIONS = {1: 1.0, 2: 0.5, 4: 0.25, 8: 0.125}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(step: Callable[[], None], iters: int, device: torch.device,
-                 warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def peak_flops(device: torch.device) -> dict[str, float] | None:
@@ -146,11 +128,11 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> list[dict[st
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             model.train()
-            t_train = _median_time(_train_step(model, precision, compile, args.batch, shape,
-                                               device), args.iters, device)
+            t_train = median_step_time(_train_step(model, precision, compile, args.batch, shape,
+                                                   device), args.iters, device, warmup=2)
             model.eval()
-            t_eval = _median_time(_eval_step(model, args.batch, shape, device), args.iters,
-                                  device)
+            t_eval = median_step_time(_eval_step(model, args.batch, shape, device), args.iters,
+                                      device, warmup=2)
             train_ips, eval_ips = args.batch / t_train, args.batch / t_eval
             train_peak = peaks and peaks["tf32" if precision == "fp32" else precision]
             row["cases"].append({
@@ -178,7 +160,7 @@ def worker(args: argparse.Namespace) -> None:
     step = _train_step(model, args.precision, False, args.batch, shape, device)
     for _ in range(2):
         step()
-    _sync(device)
+    sync(device)
     print("ready", flush=True)
     start_at = float(sys.stdin.readline())  # the parent starts every trial together
     while time.time() < start_at:
@@ -187,7 +169,7 @@ def worker(args: argparse.Namespace) -> None:
     while time.perf_counter() - t0 < args.seconds:
         step()
         n += 1
-    _sync(device)
+    sync(device)
     print(json.dumps({"images_per_s": n * args.batch / (time.perf_counter() - t0)}))
 
 
@@ -243,7 +225,7 @@ def bench_simulation(args: argparse.Namespace, device: torch.device, train_ips: 
                                          torch.arange(first, first + batch), 0)
                     images_from_params(preset, params, device=device)
 
-                t = _median_time(step, args.iters, device, warmup=1)
+                t = median_step_time(step, args.iters, device, warmup=1)
                 ips = batch / t
                 rows.append({"preset": name, "class": KINDS[kind], "batch": batch,
                              "images_per_s": ips,
@@ -312,8 +294,8 @@ def main(argv: list[str] | None = None) -> None:
                          "runs": bench_packed(args, device, precision)}
     if "simulation" in args.sections:
         model, shape, _ = build(args.packed_model, args.quick, device)
-        t = _median_time(_train_step(model, precision, False, args.batch, shape, device),
-                         args.iters, device)
+        t = median_step_time(_train_step(model, precision, False, args.batch, shape, device),
+                             args.iters, device, warmup=2)
         out["simulation"] = {"reference_model": args.packed_model, "precision": precision,
                              "reference_train_images_per_s": args.batch / t,
                              "runs": bench_simulation(args, device, args.batch / t)}

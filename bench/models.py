@@ -23,31 +23,18 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _timing import median_step_time, sync  # bench/, the script's folder
 from torch.utils.flop_counter import FlopCounterMode
 
 import eqcvt
 from eqcvt.filter_cache import caching_modules, per_batch_filters
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def images_per_second(
     step: Callable[[], None], batch: int, iters: int, device: torch.device, warmup: int = 1
 ) -> float:
     """batch / median step time: the median shrugs off slow steps on a shared machine."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+    return batch / median_step_time(step, iters, device, warmup)
 
 
 def images_per_second_ab(
@@ -63,10 +50,10 @@ def images_per_second_ab(
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(iters):
         for step, bucket in ((step_a, times[0]), (step_b, times[1])):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            sync(device)
             bucket.append(time.perf_counter() - start)
     return batch / statistics.median(times[0]), batch / statistics.median(times[1])
 

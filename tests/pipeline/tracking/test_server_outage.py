@@ -3,37 +3,13 @@ retried start, once the server is back, leaves one run with its params."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
 
 from pipeline import tracking
 
-from ..ray_cluster import BIN, free_port, kill_session
+from ..mlflow_server import start_mlflow_server
+from ..ray_cluster import free_port, kill_session
 from .outage import retry_now
-
-
-def _server(port: int, root: Path) -> subprocess.Popen:
-    """`mlflow server` on loopback over a SQLite file in `root`; up when /health answers."""
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        cwd=root, stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            tracking.check_server(f"http://127.0.0.1:{port}", timeout=2.0)
-            return proc
-        except tracking.TrackingUnavailable:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                kill_session(proc.pid)
-                pytest.fail((root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -41,7 +17,7 @@ def _server(port: int, root: Path) -> subprocess.Popen:
 def test_server_gone_after_create_run_leaves_one_parent_with_params(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # a busy machine's first reply
     port = free_port()
-    server = _server(port, tmp_path)
+    server = start_mlflow_server(port, tmp_path)
     try:
         tr = tracking.Tracker(f"http://127.0.0.1:{port}", "outage", buffered=True,
                        log=lambda m: None)
@@ -60,7 +36,7 @@ def test_server_gone_after_create_run_leaves_one_parent_with_params(tmp_path, mo
         parent = tr.start_run("search", kind="search", tags={tracking.TAG_SEARCH_ID: "s1"},
                               params={"search.name": "tiny", "search.num_samples": 2})
         assert tr.pending == 1 and calls["n"] == 1
-        server = _server(port, tmp_path)  # back, same store
+        server = start_mlflow_server(port, tmp_path)  # back, same store
         retry_now(tr)
         tr.end_run(parent, tracking.FINISHED)
         assert tr.flush(timeout=30)

@@ -17,6 +17,7 @@ import pytest
 
 from pipeline import tracking
 
+from ..mlflow_server import start_mlflow_server
 from ..ray_cluster import (
     BIN,
     LocalCluster,
@@ -180,28 +181,6 @@ def test_tracking_server_down_at_start_refuses_before_any_trial(tmp_path: Path) 
     assert time.monotonic() - t0 < 60
 
 
-def _mlflow_server(port: int, root: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        cwd=root, stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        tracking.check_server(uri, timeout=2.0)
-        return True
-
-    try:
-        _wait("the MLflow server", up, 120)
-    except BaseException:
-        kill_session(proc.pid)
-        raise
-    return proc
-
-
 def _checkpoints(experiment_dir: Path) -> int:
     """Checkpoints written so far (Tune keeps 2 per trial; the index keeps counting)."""
     best = {}
@@ -218,7 +197,7 @@ def test_tracking_server_outage_mid_search_loses_no_metrics(tmp_path: Path) -> N
     storage, exp = tmp_path / "results", "outage"
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _mlflow_server(port, tmp_path)
+    server = start_mlflow_server(port, tmp_path)
     try:
         with LocalCluster() as cluster:
             cluster.start_head(num_cpus=2)
@@ -232,7 +211,7 @@ def test_tracking_server_outage_mid_search_loses_no_metrics(tmp_path: Path) -> N
             _wait("checkpoints during the outage",
                   lambda: _checkpoints(storage / exp) >= written + 2, 120, proc,
                   tmp_path / "cli.log")
-            server = _mlflow_server(port, tmp_path)  # back, same store
+            server = start_mlflow_server(port, tmp_path)  # back, same store
             with timed("search after the outage"):
                 rc = finish(proc, timeout=300)
     finally:
