@@ -137,6 +137,10 @@ def pids_mentioning(text: str) -> list[int]:
 # ----------------------------------------------------------------------------- N nodes, blocking
 
 
+class NodeStartError(RuntimeError):
+    """A node of a loopback cluster died or never joined while the cluster started."""
+
+
 @dataclass
 class LoopbackCluster:
     """`num_nodes` nodes of `cpus_per_node` CPUs, each a `ray start --block` process group;
@@ -188,7 +192,21 @@ class LoopbackCluster:
             args += [f"--address={self.address}"]
         return args
 
-    def start(self, timeout: float = 120.0) -> LoopbackCluster:
+    def start(self, timeout: float = 120.0, attempts: int = 3) -> LoopbackCluster:
+        """Start every node; a node that dies on start-up (e.g. a port another process took
+        between `free_port()` and its bind) is retried on fresh ports and a fresh temp dir."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout)
+            except NodeStartError as err:
+                if attempt == attempts:
+                    raise
+                print(f"loopback cluster: attempt {attempt} failed, retrying: {err}",
+                      file=sys.stderr)
+                self.temp_dir = f"/tmp/ray_eqcvt_{secrets.token_hex(3)}"
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> LoopbackCluster:
         self.port = free_port()
         Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
@@ -215,8 +233,10 @@ class LoopbackCluster:
             if any(p.poll() is not None for p in self.procs):
                 break
             time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"Ray node did not start: {path}\n{path.read_text()[-3000:]}")
+        logs = {p.name: p.read_text()[-1500:] for p in sorted(Path(self.temp_dir).glob("node*.log"))}
+        self.stop()  # removes the temp dir: the logs were read first
+        raise NodeStartError(f"Ray node did not start: {path}\n"
+                             + "\n".join(f"--- {n}\n{t}" for n, t in logs.items()))
 
     def _wait_nodes(self, timeout: float) -> None:
         code = (
@@ -231,7 +251,7 @@ class LoopbackCluster:
                            capture_output=True, text=True, timeout=timeout + 30)
         if r.returncode != 0:
             self.stop()
-            raise RuntimeError(f"Ray cluster did not come up: {r.stderr[-3000:]}")
+            raise NodeStartError(f"Ray cluster did not come up: {r.stderr[-3000:]}")
 
     def stop(self) -> None:
         """Kill our process groups (SIGTERM, then SIGKILL), and our workers by their PID."""
