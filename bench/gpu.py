@@ -10,6 +10,11 @@ Sections:
              Ray's fractional GPUs): aggregate images/s and each trial's slowdown.
   simulation on-device simulation images/s per preset and class at batch 256 and 1024, and its
              share of a training step (simulate + train one batch of the reference model).
+  feed       training images/s of the reference model fed from a fixed host split through each
+             `train.feed` (device-resident, pinned + asynchronous, pageable), timed over many
+             steps between synchronisations so that copies can overlap compute.
+  layout     train images/s with `train.channels_last` and `train.cudnn_benchmark` on and off
+             (bf16), for the models they could help: whether to turn them on by default.
 
     python bench/gpu.py              # on the GPU machine (a few minutes)
     python bench/gpu.py --quick      # CPU smoke run: tiny models and batches, well under a minute
@@ -42,7 +47,9 @@ import eqcvt  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.data.priors import KINDS, draw_params  # noqa: E402
 from pipeline.data.simulate import PRESETS, get_preset, images_from_params  # noqa: E402
+from pipeline.data.splits import Split  # noqa: E402
 from pipeline.device import device_name, exact_fp32, step_settings  # noqa: E402
+from pipeline.feed import TrainFeed  # noqa: E402
 from pipeline.optim import optimizer_step  # noqa: E402
 
 # Dense peak FLOP/s by device-name fragment (vendor datasheets, SXM parts). fp32 training runs
@@ -56,6 +63,7 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 TINY = {"embed_dim": 8, "depth": 1, "heads": 1, "head_hidden": 8, "kernel_size": 3,
         "stem_blocks": 1}
 PACKED_FRACTIONS = {1: 1.0, 2: 0.5, 4: 0.25, 8: 0.125}
+SECTIONS = ("models", "packed", "simulation", "feed", "layout")
 
 
 def peak_flops(device: torch.device) -> dict[str, float] | None:
@@ -88,11 +96,14 @@ def _flops_per_image(model: torch.nn.Module, shape: tuple, device: torch.device)
 
 
 def _train_step(model: torch.nn.Module, precision: str, compile: bool, batch: int,
-                shape: tuple, device: torch.device) -> Callable[[], None]:
+                shape: tuple, device: torch.device, channels_last: bool = False
+                ) -> Callable[[], None]:
     """One optimiser step: the engine's own `optimizer_step` with its step settings."""
     settings = step_settings(model, TrainConfig(precision=precision, compile=compile), device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, *shape, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     classes = getattr(model.config, "classes", 2) or 2
     y = torch.randint(0, classes, (batch,), device=device)
 
@@ -233,6 +244,69 @@ def bench_simulation(args: argparse.Namespace, device: torch.device, train_ips: 
     return rows
 
 
+# ----------------------------------------------------------------------------- feed, layout
+
+
+def _throughput(step: Callable[[], None], steps: int, batch: int, device: torch.device) -> float:
+    """Images/s over `steps` calls with one synchronisation at the end (copies may overlap)."""
+    for _ in range(2):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def bench_feed(args: argparse.Namespace, device: torch.device, precision: str
+               ) -> list[dict[str, Any]]:
+    model, shape, _ = build(args.packed_model, args.quick, device)
+    n = args.feed_images
+    split = Split(torch.randn(n, *shape), torch.randint(0, 2, (n,)), torch.zeros(n, 0))
+    modes = ["device", "pinned", "pageable"] if device.type == "cuda" else ["device", "pageable"]
+    rows = []
+    for mode in modes:
+        feed = TrainFeed(split, split, device, mode)
+        settings = step_settings(model, TrainConfig(precision=precision), device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        gen = torch.Generator().manual_seed(0)
+
+        def step(feed: TrainFeed = feed, settings: Any = settings, opt: Any = opt,
+                 gen: torch.Generator = gen) -> None:
+            x, y, t = feed.batch(torch.randint(0, n, (args.batch,), generator=gen))
+            optimizer_step(model, opt, settings, x.float(), y, t, task="classification")
+
+        rows.append({"feed": mode, "train_images_per_s":
+                     _throughput(step, args.feed_steps, args.batch, device)})
+        del feed
+    base = next(r for r in rows if r["feed"] == "pageable")["train_images_per_s"]
+    for r in rows:
+        r["vs_pageable"] = r["train_images_per_s"] / base
+    return rows
+
+
+def bench_layout(args: argparse.Namespace, device: torch.device, precision: str
+                 ) -> list[dict[str, Any]]:
+    rows = []
+    for name in args.layout_models:
+        for channels_last, benchmark in itertools.product((False, True), repeat=2):
+            torch.backends.cudnn.benchmark = benchmark
+            model, shape, _ = build(name, args.quick, device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            step = _train_step(model, precision, False, args.batch, shape, device,
+                               channels_last=channels_last)
+            rows.append({"model": name, "channels_last": channels_last,
+                         "cudnn_benchmark": benchmark, "train_images_per_s":
+                         args.batch / median_step_time(step, args.iters, device, warmup=3)})
+        torch.backends.cudnn.benchmark = False
+        base = rows[-4]["train_images_per_s"]
+        for r in rows[-4:]:
+            r["vs_default"] = r["train_images_per_s"] / base
+    return rows
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -259,7 +333,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=None, help="timed seconds per packed run")
     p.add_argument("--presets", nargs="*", default=sorted(PRESETS))
     p.add_argument("--sim-batches", type=int, nargs="*", default=None)
-    p.add_argument("--sections", nargs="*", default=["models", "packed", "simulation"])
+    p.add_argument("--feed-images", type=int, default=None,
+                   help="host split size of the feed section (default 8192)")
+    p.add_argument("--feed-steps", type=int, default=None)
+    p.add_argument("--layout-models", nargs="*", default=["cvt_baseline", "seed_eqcvt"])
+    p.add_argument("--sections", nargs="*", default=list(SECTIONS))
     # worker-only options (one packed trial)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -270,6 +348,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.packed = a.packed if a.packed is not None else ([1, 2] if q else [1, 2, 4, 8])
     a.seconds = a.seconds or (1.0 if q else 20.0)
     a.sim_batches = a.sim_batches or ([8] if q else [256, 1024])
+    a.feed_images = a.feed_images or (64 if q else 8192)
+    a.feed_steps = a.feed_steps or (3 if q else 50)
+    unknown = set(a.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     if q:
         a.compile = False  # compiling costs ~50 s on a small CPU; the GPU run measures it
         a.models = a.models or ["cvt_baseline", "seed_eqcvt"]
@@ -299,6 +382,11 @@ def main(argv: list[str] | None = None) -> None:
         out["simulation"] = {"reference_model": args.packed_model, "precision": precision,
                              "reference_train_images_per_s": args.batch / t,
                              "runs": bench_simulation(args, device, args.batch / t)}
+    if "feed" in args.sections:
+        out["feed"] = {"model": args.packed_model, "precision": precision,
+                       "host_images": args.feed_images, "runs": bench_feed(args, device, precision)}
+    if "layout" in args.sections:
+        out["layout"] = {"precision": precision, "runs": bench_layout(args, device, precision)}
     out["machine"]["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out, indent=1))
 

@@ -23,6 +23,7 @@ SCHEDULERS: tuple[str, ...] = ("cosine", "constant")
 AUGMENTS: tuple[str, ...] = ("none", "flips", "rot90", "rot90_flips", "rotate")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+FEEDS: tuple[str, ...] = ("auto", "device", "pinned", "pageable")
 DATA_SOURCES: tuple[str, ...] = ("simulate", "shards")
 DATA_TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
 _CUDA_INDEX = re.compile(r"^cuda:\d+$")
@@ -97,7 +98,8 @@ class TrainConfig:
     supports it, else fp32; resolved by `pipeline.device.resolve_precision`); evaluation always
     runs in fp32. `compile` runs the training forward through torch.compile; `channels_last`
     and `cudnn_benchmark` are GPU layout/autotuning switches, off until bench/gpu.py shows
-    they pay.
+    they pay. `feed` is how training batches of a fixed split reach a GPU ("auto": the splits
+    resident on the GPU when they fit, else pinned host memory; see `pipeline.feed`).
     """
 
     epochs: int = 10
@@ -120,6 +122,7 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = False
     cudnn_benchmark: bool = False
+    feed: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -134,6 +137,7 @@ class TrainConfig:
         _check_in(self, "scheduler", SCHEDULERS)
         _check_in(self, "augment", AUGMENTS)
         _check_in(self, "precision", PRECISIONS)
+        _check_in(self, "feed", FEEDS)
         if self.device not in DEVICES and not _CUDA_INDEX.match(self.device):
             raise ValueError(
                 f"train.device must be one of {DEVICES} or 'cuda:N', got {self.device!r}"

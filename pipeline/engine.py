@@ -43,6 +43,7 @@ from .device import (
     step_settings,
 )
 from .evaluation import evaluate, task_kind
+from .feed import TrainFeed, open_feed
 from .optim import apply_optimizer_overrides, build_optimizer, build_scheduler, optimizer_step
 
 _NONFINITE_CHECK_EVERY = 16  # steps between loss checks (each check syncs the device once)
@@ -104,6 +105,7 @@ class FitResult:
     images_per_s: float = 0.0
     device: str = ""  # e.g. "cpu", "cuda:0 (NVIDIA H200)"
     precision: str = "fp32"  # the resolved train.precision of the training step
+    feed: str = "pageable"  # the resolved train.feed ("stream" for on-the-fly data)
 
 
 # ----------------------------------------------------------------------------- model
@@ -150,21 +152,20 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def _batches(
-    bundle: Any, bs: int, steps: int, first_step: int, gen: torch.Generator
+    bundle: Any, feed: TrainFeed | None, bs: int, steps: int, first_step: int,
+    gen: torch.Generator,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    if bundle.train is None:
+    if feed is None:
         if bundle.stream is None:
             raise ValueError("data bundle has neither a train split nor a stream")
         for i in range(steps):
             yield bundle.stream(first_step + i, bs)
         return
-    split = bundle.train
-    n = len(split.labels)
+    n = len(feed.train)
     passes = max(1, math.ceil(steps * bs / n))
     order = torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])
     for i in range(steps):
-        idx = order[i * bs : (i + 1) * bs]
-        yield split.images[idx], split.labels[idx], split.targets[idx]
+        yield feed.batch(order[i * bs : (i + 1) * bs])
 
 
 def _check_finite(pending: list[torch.Tensor], first_step: int, epoch: int) -> None:
@@ -181,6 +182,7 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     bundle: Any,
+    feed: TrainFeed | None,
     cfg: RunConfig,
     *,
     task: str,
@@ -197,7 +199,7 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=device)
     pending: list[torch.Tensor] = []
     n_seen, lr = 0, float(optimizer.param_groups[0]["lr"])
-    batches = _batches(bundle, tc.batch_size, steps, global_step, gen)
+    batches = _batches(bundle, feed, tc.batch_size, steps, global_step, gen)
     for i, (images, labels, targets) in enumerate(batches, start=1):
         images = augment_batch(images.to(device, non_blocking=True).float(), tc.augment, gen)
         if tc.channels_last:
@@ -274,6 +276,9 @@ def fit(
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = tc.cudnn_benchmark
     bundle = data
+    feed = (open_feed(tc.feed, bundle.train, bundle.val, device)
+            if bundle.train is not None else None)
+    val_split = feed.val if feed is not None else bundle.val
     task = task_kind(bundle.task)
     seed_everything(tc.seed)
     kwargs = model_kwargs(cfg, bundle)
@@ -318,14 +323,14 @@ def fit(
         epoch += 1
         t0 = time.perf_counter()
         train_loss, n_seen, lr = _train_epoch(
-            model, optimizer, scheduler, bundle, cfg, task=task, epoch=epoch, steps=steps,
+            model, optimizer, scheduler, bundle, feed, cfg, task=task, epoch=epoch, steps=steps,
             global_step=global_step, device=device, step=step,
         )
         global_step += steps
         train_time = time.perf_counter() - t0  # loss .item() above synchronised the device
         train_time_total += train_time
         seen_total += n_seen
-        val = evaluate(model, bundle.val, task, tc.eval_batch_size, classes=classes,
+        val = evaluate(model, val_split, task, tc.eval_batch_size, classes=classes,
                        device=device)
         model.train()
         metrics = {"epoch": float(epoch), "train_loss": train_loss}
@@ -386,4 +391,5 @@ def fit(
         images_per_s=seen_total / train_time_total if train_time_total > 0 else 0.0,
         device=device_name(device),
         precision=precision_name(step.dtype),
+        feed=feed.mode if feed is not None else "stream",
     )

@@ -49,6 +49,8 @@ PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x8
 NUMPY1 = "numpy==1.26.4"
 # The tracking client without the server; the sqlite store needs SQLAlchemy and alembic.
 SKINNY_MLFLOW = ["mlflow-skinny", "sqlalchemy", "alembic"]
+# To run the CUDA-only tests there (scripts/gpu_check.sh run tests).
+TEST_ROOTS = ["pytest"]
 
 
 def canonical(name: str) -> str:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     if args.skinny:
         deps = [d for d in deps if _requirement(d)[0] != "mlflow"] + SKINNY_MLFLOW
-    packages = to_carry(runtime_closure(deps))
+    packages = to_carry(runtime_closure(deps + TEST_ROOTS))
     if args.list:
         print(json.dumps(packages, indent=1))
         return

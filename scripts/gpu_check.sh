@@ -9,8 +9,9 @@
 #   scripts/gpu_check.sh run search    # a short asha_hyperopt search at four trials per GPU
 #                                      # (8 trials, 3 epochs, small data) + `final` on its
 #                                      # best trial (<= 5 min)
-#   scripts/gpu_check.sh run all       # both (~8-10 min: over one command's 10-minute limit
-#                                      # only if every step runs to its timeout)
+#   scripts/gpu_check.sh run tests     # the CUDA-only tests (pinned feed, simulator on CUDA)
+#   scripts/gpu_check.sh run all       # all three (~9-11 min: over one command's 10-minute
+#                                      # limit only if every step runs to its timeout)
 # Results go to $OUT (the device tool brings that folder back).
 set -uo pipefail
 WHEELS=${WHEELS:-/tmp/eqcvt-wheels}
@@ -23,7 +24,7 @@ case "${1:-}" in
     mkdir -p "$WHEELS" && cp "${2:?stage needs a bundle part folder}"/*.whl "$WHEELS"/
     echo "staged: $(ls "$WHEELS" | wc -l) wheels in $WHEELS"; exit 0 ;;
   run) WHAT=${2:-all} ;;
-  *) echo "usage: $0 stage DIR | run [bench|search|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 stage DIR | run [bench|search|tests|all]" >&2; exit 2 ;;
 esac
 
 mkdir -p "$OUT"
@@ -62,6 +63,16 @@ echo "packed rc=$?"
 timeout 60 "$PY" bench/gpu.py --sections simulation --iters 3 \
   > "$OUT/gpu_simulation.json" 2> "$OUT/gpu_simulation.log"
 echo "simulation rc=$?"
+timeout 90 "$PY" bench/gpu.py --sections feed layout --iters 5 \
+  > "$OUT/gpu_feed.json" 2> "$OUT/gpu_feed.log"
+echo "feed/layout rc=$?"
+fi
+
+if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
+echo "== CUDA-only tests"
+timeout 240 "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda \
+  tests/pipeline/test_feed.py tests/pipeline/data/test_simulate.py > "$OUT/tests.log" 2>&1
+echo "tests rc=$?"; tail -8 "$OUT/tests.log"
 fi
 
 if [ "$WHAT" = search ] || [ "$WHAT" = all ]; then
@@ -85,7 +96,7 @@ fi
 "$PY" - "$OUT" <<'PYEOF' || true
 import json, pathlib, sys
 d = {}
-for part in ("models", "packed", "simulation"):
+for part in ("models", "packed", "simulation", "feed"):
     try:
         d.update(json.loads((pathlib.Path(sys.argv[1]) / f"gpu_{part}.json").read_text()))
     except (OSError, ValueError):
@@ -96,6 +107,10 @@ for m in d.get("models", []):
               round(c["eval_images_per_s"]), c["train_mfu"] and round(c["train_mfu"], 4))
 for r in d.get("packed", {}).get("runs", []):
     print("packed", r["trials"], round(r["aggregate_images_per_s"]), round(r["aggregate_vs_alone"], 2))
+for r in d.get("feed", {}).get("runs", []):
+    print("feed", r["feed"], round(r["train_images_per_s"]), round(r["vs_pageable"], 2))
+for r in d.get("layout", {}).get("runs", []):
+    print("layout", r["model"], r["channels_last"], r["cudnn_benchmark"], round(r["vs_default"], 2))
 for r in d.get("simulation", {}).get("runs", []):
     print("sim", r["preset"], r["class"], r["batch"], round(r["images_per_s"]), round(r["share_of_train_step"], 3))
 PYEOF

@@ -84,3 +84,8 @@ def test_carried_closure_has_escnn_and_ray_but_not_torch():
     assert "torch" not in carried and "numpy" not in carried
     assert not any(n.startswith("nvidia-") for n in carried)
     assert carried["escnn"] == closure["escnn"]
+
+
+def test_the_bundle_carries_pytest_for_the_cuda_only_tests():
+    carried = bundle.to_carry(bundle.runtime_closure(bundle.TEST_ROOTS))
+    assert {"pytest", "pluggy", "iniconfig"} <= set(carried)
