@@ -39,15 +39,19 @@ def open_for_seed(data_cfg: Any, train_seed: int, device: str = "cpu") -> Any:
     from ..data.bundle import open_data
 
     stream_device = str(device_of(device)) if data_cfg.on_the_fly else "cpu"
-    base = open_data(data_cfg, device=stream_device)
     if data_cfg.source != "simulate" or train_seed == 0:
-        return base
+        return open_data(data_cfg, device=stream_device)
+    # val/test from the data seed, training images from the seed's own stream; each open
+    # simulates one throwaway image for the split it does not supply (the smallest valid size)
+    base = open_data(dataclasses.replace(data_cfg, n_train=1), device=stream_device)
     seeded = dataclasses.replace(data_cfg, seed=training_data_seed(data_cfg.seed, train_seed),
                                  n_val=1, n_test=0)
     other = open_data(seeded, device=stream_device)
-    return dataclasses.replace(base, train=other.train, stream=other.stream,
-                               manifest={**base.manifest,
-                                         "train_data_seed": seeded.seed})
+    counts = {**base.manifest["counts"], "train": other.manifest["counts"].get("train")}
+    return dataclasses.replace(
+        base, train=other.train, stream=other.stream,
+        manifest={**base.manifest, "counts": {k: v for k, v in counts.items() if v},
+                  "train_data_seed": seeded.seed})
 
 
 def training_description(data_cfg: Any) -> str:

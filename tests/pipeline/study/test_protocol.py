@@ -14,6 +14,10 @@ def test_seed_changes_training_images_not_val_or_test():
     assert torch.equal(a.val.images, b.val.images) and torch.equal(a.test.images, b.test.images)
     assert not torch.equal(a.train.images, b.train.images)
     assert torch.equal(open_for_seed(cfg, 1).train.images, b.train.images)  # deterministic
+    assert len(b.train) == 8 and len(b.val) == 4 and len(b.test) == 4
+    assert b.manifest["counts"] == a.manifest["counts"] == {
+        s: {"total": n} for s, n in (("val", 4), ("train", 8), ("test", 4))}
+    assert b.manifest["train_data_seed"] != cfg.seed
 
 
 def test_on_the_fly_stream_follows_the_seed_and_is_named():
