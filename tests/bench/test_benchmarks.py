@@ -16,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench(script: str, env: dict[str, str] | None = None, timeout: float = 600) -> dict:
+def _bench(script: str, env: dict[str, str] | None = None, timeout: float = 600,
+           args: tuple[str, ...] = ()) -> dict:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT,
+        [sys.executable, str(ROOT / "bench" / script), "--quick", *args], cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True,
         text=True, timeout=timeout,
     )
@@ -27,8 +28,8 @@ def _bench(script: str, env: dict[str, str] | None = None, timeout: float = 600)
 
 
 @pytest.mark.slow
-def test_search_bench(ray_cluster):
-    out = _bench("search.py", env=ray_cluster.env)
+def test_search_bench(ray_cluster, tmp_path):
+    out = _bench("search.py", env=ray_cluster.env, args=("--plot", str(tmp_path / "a.png")))
     assert out["machine"]["ray_address"] == ray_cluster.address
     overhead = out["per_trial_overhead_s"]
     assert overhead["n"] >= 2 and 0 <= overhead["median"] <= overhead["max"]
@@ -37,9 +38,27 @@ def test_search_bench(ray_cluster):
     assert seed["random_trials"] == 2 and seed["random_epochs"] == 4  # 2 trials x 2 epochs
     assert seed["asha_trials"] == 8 and 8 <= seed["asha_epochs"] <= 16
     assert 0.0 <= seed["random_best"] <= 1.0 and 0.0 <= seed["asha_best"] <= 1.0
+    assert len(seed["random_trial_bests"]) == 2 and max(seed["random_trial_bests"]) == seed[
+        "random_best"]
+    quartiles = out["summary"]["random_trial_best_quartiles"]
+    assert len(quartiles) == 5 and quartiles == sorted(quartiles)
     fraction = out["summary"]["median_asha_fraction_of_random_epochs"]
     assert fraction is None or fraction > 0
+    if seed["asha_fraction_of_random_epochs"] is not None:  # a tie comes no later than a match
+        assert seed["asha_fraction_within_one_se"] <= seed["asha_fraction_of_random_epochs"]
+    assert "median_asha_fraction_within_one_se" in out["summary"]
+    assert out["summary"]["paired"] is False  # independent draws unless asked
     assert isinstance(out["summary"]["goal_median_fraction_at_most_half"], bool)
+    assert out["interrupted"] is False
+    curve = out["curves"]["random"][0]
+    assert [e for e, _ in curve] == list(range(1, 5))
+    assert curve[-1][1] == seed["random_best"]
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    # the figure can be redrawn from the printed JSON alone, without a search
+    (tmp_path / "out.json").write_text(json.dumps(out))
+    again = _bench("search.py", args=("--plot-from", str(tmp_path / "out.json"),
+                                      "--plot", str(tmp_path / "b.png")))
+    assert again == out and (tmp_path / "b.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -68,3 +87,11 @@ def test_gpu_bench():
     sim = out["simulation"]["runs"]
     assert {r["class"] for r in sim} == {"no_sub", "cdm", "axion"}
     assert all(r["images_per_s"] > 0 and 0 < r["share_of_train_step"] < 1 for r in sim)
+    feeds = {r["feed"]: r for r in out["feed"]["runs"]}
+    assert set(feeds) == {"device", "pageable"}  # pinned needs CUDA
+    assert feeds["pageable"]["vs_pageable"] == 1 and feeds["device"]["train_images_per_s"] > 0
+    layout = out["layout"]["runs"]
+    assert {(r["model"], r["channels_last"], r["cudnn_benchmark"]) for r in layout} == {
+        (m, c, b) for m in ("cvt_baseline", "seed_eqcvt") for c in (False, True)
+        for b in (False, True)}
+    assert all(r["train_images_per_s"] > 0 for r in layout)
