@@ -67,7 +67,7 @@ class TrainFeed:
         if mode == "device":
             train, val = train.to(device), val.to(device)
         elif mode == "pinned":
-            train, val = _pinned(train), _pinned(val)
+            train, val = train.pin_memory(), val.pin_memory()
         self.train, self.val = train, val
         self._buffers: list[tuple[torch.Tensor, ...] | None] = [None] * _SLOTS
         self._copied: list[Any] = [None] * _SLOTS  # CUDA event: that slot's copy is done
@@ -103,11 +103,6 @@ class TrainFeed:
         event.record()
         self._copied[slot] = event
         return out[0], out[1], out[2]
-
-
-def _pinned(split: Split) -> Split:
-    return Split(split.images.pin_memory(), split.labels.pin_memory(),
-                 split.targets.pin_memory())
 
 
 def open_feed(name: str, train: Split, val: Split, device: torch.device) -> TrainFeed:

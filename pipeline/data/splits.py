@@ -43,6 +43,11 @@ class Split:
     def to(self, device: str | torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device), self.targets.to(device))
 
+    def pin_memory(self) -> Split:
+        """The split in page-locked host memory (needs CUDA), for asynchronous copies."""
+        return Split(self.images.pin_memory(), self.labels.pin_memory(),
+                     self.targets.pin_memory())
+
 
 def parse_fractions(text: str | Sequence[float]) -> tuple[float, float, float]:
     """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1); must be three non-negative values summing to 1."""
