@@ -22,6 +22,11 @@ shortcut-free `model_ii` the models this small sit at chance within a CPU budget
 search "reaches" random search's best at its first epoch and the comparison says nothing.
 Its accuracies are not a physics result.
 
+`--random-from JSON` takes random search's results from an earlier output on the same task and
+seeds, and runs ASHA alone: a new ASHA setting against a saved baseline at about half the
+cost. `bench/search_replay.py` replays ASHA over recorded learning curves, hundreds of seeds
+in minutes, to choose the settings this bench then checks for real.
+
 Ctrl-C stops the bench after Tune has saved the running search; the JSON then holds the
 seeds that finished (`interrupted`: true). `--plot` draws the curves; `--plot-from` redraws
 them from a printed JSON. Uses RAY_ADDRESS when set, else starts a local Ray. `--quick` makes
@@ -125,6 +130,7 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
         curve.append((i, best))
     return {
         "wall_s": wall,
+        "experiment_path": out.experiment_path,
         "driver_startup_s": (min(starts) - t0) if starts else None,
         "overheads_s": ptune.trial_overheads(out),
         "best_val_acc": best if best > -math.inf else None,
@@ -135,6 +141,37 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
         "statuses": sorted(set(out.statuses.values())),
         "interrupted": out.interrupted,
     }
+
+
+# settings that define the task and random search; a saved baseline must match them all
+_RANDOM_TASK_KEYS = ("trials", "epochs", "n_train", "n_val", "img_size", "preset")
+
+
+def _saved_random(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
+    """Random search's per-seed results from a saved report, as `_search` returns them
+    (without the timing breakdown). Refuses a report of another task or other seeds."""
+    saved = json.loads(args.random_from.read_text())
+    theirs = saved["settings"]
+    differ = {k: (theirs.get(k), getattr(args, k)) for k in _RANDOM_TASK_KEYS
+              if theirs.get(k) != getattr(args, k)}
+    if differ:
+        sys.exit(f"{args.random_from}: another task; (saved, now) differ for {differ}")
+    first = theirs["first_seed"]
+    out: dict[int, dict[str, Any]] = {}
+    for i, s in enumerate(saved["asha_hyperopt_vs_random"]):
+        curve = [(e, -math.inf if b is None else b) for e, b in saved["curves"]["random"][i]]
+        out[first + i] = {
+            "wall_s": saved["search_wall_s"]["random"][i], "driver_startup_s": None,
+            "overheads_s": [], "best_val_acc": s["random_best"],
+            "total_epochs": s["random_epochs"], "trials": s["random_trials"],
+            "trial_bests": s["random_trial_bests"], "curve": curve,
+            "statuses": ["TERMINATED"], "interrupted": False, "saved": True,
+        }
+    missing = [k for k in range(args.first_seed, args.first_seed + args.seeds) if k not in out]
+    if missing:
+        sys.exit(f"{args.random_from}: no random search for seeds {missing} "
+                 f"(it has {sorted(out)})")
+    return out
 
 
 def _epochs_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
@@ -163,9 +200,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "and its curve is compared at random search's total epochs)")
     p.add_argument("--epochs", type=int, default=9, help="epochs of a full trial (ASHA max_t)")
     p.add_argument("--grace-period", type=int, default=1)
-    p.add_argument("--reduction-factor", type=float, default=3.0)
-    p.add_argument("--n-initial", type=int, default=8,
-                   help="the model-based searcher's random trials before TPE")
+    p.add_argument("--reduction-factor", type=float, default=9.0,
+                   help="ASHA's (default: that of search_spaces/asha_hyperopt.yaml)")
+    p.add_argument("--n-initial", type=int, default=None,
+                   help="the model-based searcher's random trials before TPE (default: an "
+                        "eighth of --asha-trials, as in search_spaces/asha_hyperopt.yaml)")
     p.add_argument("--searcher", choices=("hyperopt", "optuna"), default="hyperopt",
                    help="the model-based searcher ASHA runs with (the JSON keys keep the "
                         "name asha_hyperopt)")
@@ -181,6 +220,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="also draw both searches' best-so-far curves per seed to this PNG")
     p.add_argument("--plot-from", type=Path, default=None,
                    help="redraw --plot from a JSON this script printed, without searching")
+    p.add_argument("--random-from", type=Path, default=None,
+                   help="take random search's results from a JSON this script printed on the "
+                        "same task (same seeds, trials, epochs, data), and run only ASHA: a "
+                        "new ASHA setting against a saved baseline at half the cost")
     p.add_argument("--preset", default="model_ii_deeplense",
                    help="simulator preset of the task (see the module docstring for why the "
                         "default keeps the ring-size shortcut)")
@@ -190,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.n_train, args.n_val, args.n_initial = 128, 128, 2
     if args.asha_trials is None:
         args.asha_trials = 4 * args.trials
+    if args.n_initial is None:
+        args.n_initial = max(2, args.asha_trials // 8)
     if args.plot_from is not None:
         if args.plot is None:
             p.error("--plot-from needs --plot (the PNG to write)")
@@ -200,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from pipeline import tune as ptune
 
+    baseline = _saved_random(args) if args.random_from is not None else {}
     work = Path(tempfile.mkdtemp(prefix="eqcvt-bench-search-"))
     t0 = time.time()
     ptune.connect(None)
@@ -207,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"asha_hyperopt": [], "random": []}
     interrupted = False
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        rnd = _search("random", seed, args, work)
+        rnd = baseline[seed] if baseline else _search("random", seed, args, work)
         if rnd["interrupted"]:  # Ctrl-C: Tune saved and stopped; so does the bench
             interrupted = True
             break
