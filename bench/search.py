@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--reduction-factor", type=float, default=9.0,
                    help="ASHA's (default: that of search_spaces/asha_hyperopt.yaml)")
     p.add_argument("--n-initial", type=int, default=None,
-                   help="the model-based searcher's random trials before TPE (default: an "
-                        "eighth of --asha-trials, as in search_spaces/asha_hyperopt.yaml)")
+                   help="the model-based searcher's random trials before TPE (default: a "
+                        "quarter of --asha-trials)")
     p.add_argument("--searcher", choices=("hyperopt", "optuna"), default="hyperopt",
                    help="the model-based searcher ASHA runs with (the JSON keys keep the "
                         "name asha_hyperopt)")
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.asha_trials is None:
         args.asha_trials = 4 * args.trials
     if args.n_initial is None:
-        args.n_initial = max(2, args.asha_trials // 8)
+        args.n_initial = max(2, args.asha_trials // 4)
     if args.plot_from is not None:
         if args.plot is None:
             p.error("--plot-from needs --plot (the PNG to write)")

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--grace-period", type=_list(int), default=[1])
     p.add_argument("--reduction-factor", type=_list(float), default=[9.0])
     p.add_argument("--n-initial", type=_list(int), default=None,
-                   help="default: an eighth of ASHA's trials, as bench/search.py")
+                   help="default: a quarter of ASHA's trials, as bench/search.py")
     p.add_argument("--replays", type=int, default=100, help="searcher seeds per setting")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="trials at once (bench: 2 cores)")
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.replays = 3
     if args.n_initial is None:
-        args.n_initial = [max(2, 4 * args.trials // 8)]
+        args.n_initial = [max(2, args.trials)]
     task, curves = load_curves(args.curves)
     if args.trials > len(curves):
         p.error(f"--trials {args.trials} > the {len(curves)} recorded curves")

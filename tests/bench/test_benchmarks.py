@@ -59,6 +59,27 @@ def test_search_bench(ray_cluster, tmp_path):
     again = _bench("search.py", args=("--plot-from", str(tmp_path / "out.json"),
                                       "--plot", str(tmp_path / "b.png")))
     assert again == out and (tmp_path / "b.png").stat().st_size > 0
+    # ASHA alone against the saved random search: the same baseline, only ASHA rerun
+    asha_only = _bench("search.py", env=ray_cluster.env,
+                       args=("--random-from", str(tmp_path / "out.json")))
+    assert asha_only["curves"]["random"] == out["curves"]["random"]
+    (seed_again,) = asha_only["asha_hyperopt_vs_random"]
+    assert seed_again["random_best"] == seed["random_best"]
+    assert seed_again["asha_trials"] == 8 and seed_again["asha_epochs"] >= 8
+
+
+def test_search_bench_refuses_a_saved_baseline_of_another_task(tmp_path):
+    saved = {"settings": {"trials": 2, "epochs": 2, "n_train": 128, "n_val": 128,
+                          "img_size": 32, "preset": "model_ii_deeplense", "first_seed": 0},
+             "asha_hyperopt_vs_random": [], "curves": {"random": []},
+             "search_wall_s": {"random": []}}
+    path = tmp_path / "saved.json"
+    for change, message in (({"epochs": 3}, "epochs"), ({}, "no random search for seeds [0]")):
+        path.write_text(json.dumps({**saved, "settings": {**saved["settings"], **change}}))
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "search.py"), "--quick", "--random-from",
+             str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
