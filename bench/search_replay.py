@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -82,6 +83,7 @@ def collect(seeds: list[int], task: Mapping[str, Any], out: Path) -> dict[str, A
             print(f"seed {seed}: {len(curves)} curves", file=sys.stderr, flush=True)
     finally:
         ptune.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
     doc = {"task": {k: getattr(args, k) for k in TASK_KEYS}, "seeds": seeds,
            "recorded": time.strftime("%Y-%m-%d"),
            "curves": [{"config": c.config, "val_acc": list(c.val_acc)} for c in curves]}
