@@ -50,6 +50,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# The task both searches run on, and random search's size: the defaults of this bench, of
+# its --quick smoke run and of bench/search_replay.py. A saved baseline must match them all.
+TASK: dict[str, Any] = {"trials": 8, "epochs": 9, "n_train": 1024, "n_val": 2048,
+                        "img_size": 32, "preset": "model_ii_deeplense"}
+QUICK_TASK: dict[str, Any] = {"trials": 2, "epochs": 2, "n_train": 128, "n_val": 128}
+
+
 def task_space(kind: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """The fixed bench task and its search space, as a search-space YAML document.
 
@@ -143,8 +150,6 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
     }
 
 
-# settings that define the task and random search; a saved baseline must match them all
-_RANDOM_TASK_KEYS = ("trials", "epochs", "n_train", "n_val", "img_size", "preset")
 
 
 def _saved_random(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
@@ -152,7 +157,7 @@ def _saved_random(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
     (without the timing breakdown). Refuses a report of another task or other seeds."""
     saved = json.loads(args.random_from.read_text())
     theirs = saved["settings"]
-    differ = {k: (theirs.get(k), getattr(args, k)) for k in _RANDOM_TASK_KEYS
+    differ = {k: (theirs.get(k), getattr(args, k)) for k in TASK
               if theirs.get(k) != getattr(args, k)}
     if differ:
         sys.exit(f"{args.random_from}: another task; (saved, now) differ for {differ}")
@@ -165,7 +170,7 @@ def _saved_random(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
             "overheads_s": [], "best_val_acc": s["random_best"],
             "total_epochs": s["random_epochs"], "trials": s["random_trials"],
             "trial_bests": s["random_trial_bests"], "curve": curve,
-            "statuses": ["TERMINATED"], "interrupted": False, "saved": True,
+            "statuses": ["TERMINATED"], "interrupted": False,
         }
     missing = [k for k in range(args.first_seed, args.first_seed + args.seeds) if k not in out]
     if missing:
@@ -194,11 +199,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--keep", action="store_true",
                    help="keep the Tune results and MLflow store (printed as work_dir)")
-    p.add_argument("--trials", type=int, default=8, help="random-search trials")
+    p.add_argument("--trials", type=int, default=TASK["trials"], help="random-search trials")
     p.add_argument("--asha-trials", type=int, default=None,
                    help="ASHA + HyperOpt trials (default 4x --trials: ASHA stops most early, "
                         "and its curve is compared at random search's total epochs)")
-    p.add_argument("--epochs", type=int, default=9, help="epochs of a full trial (ASHA max_t)")
+    p.add_argument("--epochs", type=int, default=TASK["epochs"],
+                   help="epochs of a full trial (ASHA max_t)")
     p.add_argument("--grace-period", type=int, default=1)
     p.add_argument("--reduction-factor", type=float, default=9.0,
                    help="ASHA's (default: that of search_spaces/asha_hyperopt.yaml)")
@@ -208,9 +214,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--searcher", choices=("hyperopt", "optuna"), default="hyperopt",
                    help="the model-based searcher ASHA runs with (the JSON keys keep the "
                         "name asha_hyperopt)")
-    p.add_argument("--n-train", type=int, default=1024)
-    p.add_argument("--n-val", type=int, default=2048)
-    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--n-train", type=int, default=TASK["n_train"])
+    p.add_argument("--n-val", type=int, default=TASK["n_val"])
+    p.add_argument("--img-size", type=int, default=TASK["img_size"])
     p.add_argument("--asha-seed-offset", type=int, default=1000,
                    help="seed ASHA's searcher with seed + this (default 1000: independent "
                         "draws). 0 pairs the searches: ASHA's random start then re-draws "
@@ -224,13 +230,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="take random search's results from a JSON this script printed on the "
                         "same task (same seeds, trials, epochs, data), and run only ASHA: a "
                         "new ASHA setting against a saved baseline at half the cost")
-    p.add_argument("--preset", default="model_ii_deeplense",
+    p.add_argument("--preset", default=TASK["preset"],
                    help="simulator preset of the task (see the module docstring for why the "
                         "default keeps the ring-size shortcut)")
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.trials, args.epochs = 1, 2, 2
-        args.n_train, args.n_val, args.n_initial = 128, 128, 2
+        args.seeds, args.n_initial = 1, 2
+        vars(args).update(QUICK_TASK)
     if args.asha_trials is None:
         args.asha_trials = 4 * args.trials
     if args.n_initial is None:

@@ -52,8 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import search as bench_search  # noqa: E402
+
 # the settings of bench/search.py that define the task the curves were recorded on
-TASK_KEYS = ("epochs", "n_train", "n_val", "img_size", "preset")
+TASK_KEYS = tuple(k for k in bench_search.TASK if k != "trials")
 DEFAULT_CURVES = ROOT / "bench" / "results" / "search-curves-model_ii_deeplense.json"
 
 
@@ -65,11 +67,9 @@ class Curve:
 
 def collect(seeds: list[int], task: Mapping[str, Any], out: Path) -> dict[str, Any]:
     """Run one random search of the bench task per seed and record every full trial's curve."""
-    import search as bench_search
-
     from pipeline import tune as ptune
 
-    args = argparse.Namespace(trials=task.get("trials", 8), searcher="random",
+    args = argparse.Namespace(trials=task["trials"], searcher="random",
                               **{k: task[k] for k in TASK_KEYS})
     work = Path(tempfile.mkdtemp(prefix="eqcvt-bench-replay-"))
     ptune.connect(None)
@@ -157,10 +157,10 @@ class Oracle:
             from sklearn.ensemble import RandomForestRegressor
 
             keys = sorted({k for r in self.recorded for k in r})
-            self.columns = [(k, v) for k in keys for v in sorted(
-                {str(r[k]) for r in self.recorded if isinstance(r.get(k), str)})] + [
-                (k, None) for k in keys if not any(isinstance(r.get(k), str)
-                                                   for r in self.recorded)]
+            levels = {k: sorted({r[k] for r in self.recorded if isinstance(r.get(k), str)})
+                      for k in keys}  # a categorical key's values; [] for a numeric key
+            self.columns = ([(k, v) for k in keys for v in levels[k]]
+                            + [(k, None) for k in keys if not levels[k]])
             self.forest = RandomForestRegressor(n_estimators=64, random_state=seed).fit(
                 [self._features(r) for r in self.recorded], [c.val_acc for c in curves])
 
@@ -209,8 +209,6 @@ def replay_asha(curves: list[Curve], setting: Setting, seed: int, *, task: Mappi
                 neighbours: int = 3) -> list[float]:
     """One ASHA search over the recorded curves: its validation accuracies in report order,
     up to `budget` epochs."""
-    import search as bench_search
-
     from pipeline.search import flatten_sampled, parse_search_space
     from pipeline.tune import build_search
 
@@ -316,10 +314,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.collect is not None:
         if args.out is None:
             p.error("--collect needs --out")
-        task = {"epochs": 9, "n_train": 1024, "n_val": 2048, "img_size": 32,
-                "preset": "model_ii_deeplense", "trials": args.trials}
+        task = {**bench_search.TASK, "trials": args.trials}
         if args.quick:
-            task.update(epochs=2, n_train=128, n_val=128, trials=2)
+            task.update(bench_search.QUICK_TASK)
         doc = collect(args.collect, task, args.out)
         summary = {"out": str(args.out), "task": doc["task"], "curves": len(doc["curves"])}
         print(json.dumps(summary, indent=1))
