@@ -151,6 +151,16 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
 
 
 
+def _progress(label: str, run: dict[str, Any], random: dict[str, Any] | None = None) -> None:
+    """One line on stderr per finished search: a 5-seed bench runs for an hour or more."""
+    line = (f"{label}: best {run['best_val_acc']} over {run['total_epochs']} epochs, "
+            f"{run['trials']} trials, {run['wall_s']:.0f} s")
+    if random is not None and random["best_val_acc"] is not None:
+        reach = _epochs_to_reach(run["curve"], random["best_val_acc"])
+        share = "never" if reach is None else f"{reach / random['total_epochs']:.3f}"
+        line += f"; reached random's best at {share} of its epochs"
+    print(line, file=sys.stderr, flush=True)
+
 
 def _saved_random(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
     """Random search's per-seed results from a saved report, as `_search` returns them
@@ -263,10 +273,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if rnd["interrupted"]:  # Ctrl-C: Tune saved and stopped; so does the bench
             interrupted = True
             break
+        if not baseline:
+            _progress(f"seed {seed}: random", rnd)
         asha = _search("asha_hyperopt", seed + args.asha_seed_offset, args, work)
         if asha["interrupted"]:
             interrupted = True
             break
+        _progress(f"seed {seed}: asha_hyperopt", asha, rnd)
         runs["random"].append(rnd)
         runs["asha_hyperopt"].append(asha)
     ptune.shutdown()

@@ -16,20 +16,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench(script: str, env: dict[str, str] | None = None, timeout: float = 600,
-           args: tuple[str, ...] = ()) -> dict:
+def _run_bench(script: str, env: dict[str, str] | None = None, timeout: float = 600,
+               args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), "--quick", *args], cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True,
         text=True, timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
-    return json.loads(proc.stdout)
+    return proc
+
+
+def _bench(script: str, env: dict[str, str] | None = None, timeout: float = 600,
+           args: tuple[str, ...] = ()) -> dict:
+    return json.loads(_run_bench(script, env, timeout, args).stdout)
 
 
 @pytest.mark.slow
 def test_search_bench(ray_cluster, tmp_path):
-    out = _bench("search.py", env=ray_cluster.env, args=("--plot", str(tmp_path / "a.png")))
+    proc = _run_bench("search.py", env=ray_cluster.env, args=("--plot", str(tmp_path / "a.png")))
+    out = json.loads(proc.stdout)
+    # one progress line per finished search on stderr, the JSON alone on stdout
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("seed 0: ")]
+    assert [line.split(":")[1].strip() for line in progress] == ["random", "asha_hyperopt"]
+    assert "of its epochs" in progress[1]
     assert out["machine"]["ray_address"] == ray_cluster.address
     overhead = out["per_trial_overhead_s"]
     assert overhead["n"] >= 2 and 0 <= overhead["median"] <= overhead["max"]
