@@ -99,3 +99,22 @@ def test_collect_records_curves_a_replay_can_use(ray_cluster, tmp_path):
         assert len(c["val_acc"]) == 2 and "train.lr" in c["config"]
     again = _bench("search_replay.py", args=("--curves", str(out), "--trials", "2"))
     assert again["curves"]["n"] == 4 and len(again["results"]) == 1
+
+
+def test_reseed_retrains_the_best_recorded_configurations(tmp_path):
+    spec, rng = _spec(), random.Random(1)
+    configs = [{**sample(spec, rng), "train.epochs": 2, "train.lr": 3e-3} for _ in range(2)]
+    doc = {"task": TASK, "seeds": [0], "recorded": "today", "curves": [
+        {"config": configs[0], "val_acc": [0.5, 0.6]},
+        {"config": configs[1], "val_acc": [0.5, 0.9]},  # the best recording
+    ]}
+    (tmp_path / "curves.json").write_text(json.dumps(doc))
+    out = _bench("search_replay.py", args=("--curves", str(tmp_path / "curves.json"),
+                                           "--reseed", "1", "--reseed-seeds", "2"))
+    (row,) = out["configs"]
+    assert row["config"] == configs[1] and row["recorded_best"] == 0.9
+    assert row["n"] == 2 and len(row["reseeded_first_epoch"]) == 2
+    assert all(0.0 <= v <= 1.0 for v in row["reseeded_best"])
+    assert row["reseeded_mean"] == pytest.approx(sum(row["reseeded_best"]) / 2)
+    assert row["recorded_minus_mean"] == pytest.approx(0.9 - row["reseeded_mean"])
+    assert out["mean_recorded_minus_mean"] == pytest.approx(row["recorded_minus_mean"])
