@@ -157,8 +157,8 @@ def _progress(label: str, run: dict[str, Any], random: dict[str, Any] | None = N
             f"{run['trials']} trials, {run['wall_s']:.0f} s")
     if random is not None and random["best_val_acc"] is not None:
         reach = _epochs_to_reach(run["curve"], random["best_val_acc"])
-        share = "never" if reach is None else f"{reach / random['total_epochs']:.3f}"
-        line += f"; reached random's best at {share} of its epochs"
+        line += ("; never reached random's best" if reach is None else
+                 f"; reached random's best at {reach / random['total_epochs']:.3f} of its epochs")
     print(line, file=sys.stderr, flush=True)
 
 
