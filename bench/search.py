@@ -150,7 +150,6 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
     }
 
 
-
 def _progress(label: str, run: dict[str, Any], random: dict[str, Any] | None = None) -> None:
     """One line on stderr per finished search: a 5-seed bench runs for an hour or more."""
     line = (f"{label}: best {run['best_val_acc']} over {run['total_epochs']} epochs, "

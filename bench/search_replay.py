@@ -287,12 +287,10 @@ def replay_asha(curves: list[Curve], setting: Setting, seed: int, *, task: Mappi
 
 
 def fraction_to_reach(reports: list[float], target: float, budget: int) -> float:
-    best = -math.inf
-    for i, value in enumerate(reports, 1):
-        best = max(best, value)
-        if best >= target - 1e-9:
-            return i / budget
-    return math.inf
+    """As bench/search.py counts it: epochs until the best so far first reaches `target`."""
+    best_so_far = list(enumerate(itertools.accumulate(reports, max), 1))
+    reach = bench_search._epochs_to_reach(best_so_far, target)
+    return math.inf if reach is None else reach / budget
 
 
 def evaluate(curves: list[Curve], setting: Setting, args: argparse.Namespace,
@@ -330,7 +328,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="record curves from random searches with these seeds (comma list) "
                         "to --out instead of replaying")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--trials", type=int, default=8, help="random search's trials")
+    p.add_argument("--trials", type=int, default=bench_search.TASK["trials"],
+                   help="random search's trials")
     p.add_argument("--searcher", type=_list(str), default=["hyperopt"])
     p.add_argument("--grace-period", type=_list(int), default=[1])
     p.add_argument("--reduction-factor", type=_list(float), default=[9.0])
@@ -356,9 +355,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.error("--reseed needs K >= 1 and --reseed-seeds >= 2 (a spread needs two)")
         task, curves = load_curves(args.curves)
         t0 = time.time()
+        found = reseed(curves, args.reseed, args.reseed_seeds)
         report = {"curves": {"file": str(args.curves), "n": len(curves), "task": task},
-                  **reseed(curves, args.reseed, args.reseed_seeds), "wall_s": 0.0}
-        report["wall_s"] = time.time() - t0
+                  **found, "wall_s": time.time() - t0}
         print(json.dumps(report, indent=1))
         return report
     if args.collect is not None:
