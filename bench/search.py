@@ -22,6 +22,14 @@ shortcut-free `model_ii` the models this small sit at chance within a CPU budget
 search "reaches" random search's best at its first epoch and the comparison says nothing.
 Its accuracies are not a physics result.
 
+`--reseed K` answers the same question without the luck of the draw. A search's best is
+the maximum of its trials' noisy accuracies, so matching random search's best means matching
+its luckiest seed. After each seed's searches it trains again, for the full epochs and with
+K other `train.seed`s, the configuration each search would hand over if stopped there (that
+of the trial holding its best): random search's at its whole budget, ASHA's at half and at
+all of random search's epochs. The JSON's `reseeded` compares their re-trained mean
+accuracies, per seed and as a median over seeds.
+
 `--random-from JSON` takes random search's results from an earlier output on the same task and
 seeds, and runs ASHA alone: a new ASHA setting against a saved baseline at about half the
 cost. `bench/search_replay.py` replays ASHA over recorded learning curves, hundreds of seeds
@@ -104,8 +112,9 @@ def task_space(kind: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
         },
     }
     if asha:
-        doc.update(grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-                   n_initial_points=args.n_initial)
+        doc.update(grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+        if args.searcher != "random":
+            doc["n_initial_points"] = args.n_initial
     return doc
 
 
@@ -130,8 +139,11 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
     starts = [t["start"] for t in out.timings.values() if "start" in t]
     best, curve = -math.inf, []  # (epochs spent so far, best so far), in report order
     trial_best: dict[str, float] = {}
+    leaders: list[tuple[int, str]] = []  # (epochs spent, the trial that just took the lead)
     for i, (_, trial, _, value) in enumerate(sorted(out.results), 1):
         if not math.isnan(value):
+            if value > best:
+                leaders.append((i, trial))
             best = max(best, value)
             trial_best[trial] = max(trial_best.get(trial, -math.inf), value)
         curve.append((i, best))
@@ -145,9 +157,122 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
         "trials": len(out.statuses),
         "trial_bests": sorted(trial_best.values()),
         "curve": curve,
+        "leaders": leaders,
+        "configs": _trial_configs(Path(out.experiment_path), {t for _, t in leaders}),
         "statuses": sorted(set(out.statuses.values())),
         "interrupted": out.interrupted,
     }
+
+
+def _trial_configs(experiment: Path, trials: set[str]) -> dict[str, dict[str, Any]]:
+    """The flat sampled configuration of each of `trials`, from its result.json."""
+    from pipeline.search import flatten_sampled
+
+    found: dict[str, dict[str, Any]] = {}
+    for path in experiment.glob("*/result.json"):
+        with path.open() as f:
+            line = f.readline()
+        row = json.loads(line) if line.strip() else {}
+        if row.get("trial_id") in trials:
+            found[row["trial_id"]] = flatten_sampled(row["config"])
+    return found
+
+
+def _pick(run: dict[str, Any], epochs: int) -> str | None:
+    """The trial holding a search's best validation accuracy after `epochs` epochs: the
+    configuration the search would hand over if it stopped there (selected on validation)."""
+    held = [trial for e, trial in run["leaders"] if e <= epochs]
+    return held[-1] if held else None
+
+
+def retrain(config: dict[str, Any], seeds: int, label: str) -> dict[str, Any]:
+    """Train `config` again with train.seed 1..`seeds` (searches train with seed 0): each
+    run's best validation accuracy over its epochs, the statistic a search maximises, and its
+    first epoch's (what a first rung sees). Their mean is the configuration's own quality,
+    without the luck of the draw that made it a search's best."""
+    from pipeline.config import RunConfig
+    from pipeline.data.open import open_run_data
+    from pipeline.engine import fit
+    from pipeline.stats import spread
+
+    cfg = RunConfig.from_flat(config)
+    data = open_run_data(cfg)
+    bests, firsts = [], []
+    for seed in range(1, seeds + 1):
+        history = fit(cfg.with_updates({"train.seed": seed}), data).history
+        bests.append(max(h["val_acc"] for h in history))
+        firsts.append(history[0]["val_acc"])
+        print(f"{label}, seed {seed}: best val_acc {bests[-1]:.4f}", file=sys.stderr, flush=True)
+    s = spread(bests)
+    return {"bests": bests, "first_epochs": firsts, "mean": s.mean,
+            "std": s.std if s.n > 1 else None, "n": s.n}
+
+
+def _pick_record(run: dict[str, Any], epochs: int) -> dict[str, Any] | None:
+    trial = _pick(run, epochs)
+    if trial is None or trial not in run["configs"]:
+        return None
+    return {"trial": trial, "config": run["configs"][trial],
+            "val_acc": _best_at(run["curve"], epochs)}
+
+
+def _reseed_picks(rnd: dict[str, Any], asha: dict[str, Any], seeds: int, searcher_seed: int
+                  ) -> dict[str, Any]:
+    """Retrain the configurations the searches would hand over: random search's at its whole
+    budget, ASHA's at half and at all of random search's epochs. The goal asks whether ASHA
+    reaches random search's best in half the epochs; the best of a search is partly a lucky
+    seed (the maximum of its trials' noisy accuracies), so this compares the picks' re-trained
+    means."""
+    budget = rnd["total_epochs"]
+    picks = {"random": (rnd, budget), "asha_at_half": (asha, budget // 2),
+             "asha_at_equal": (asha, budget)}
+    trained: dict[tuple[str, str], dict[str, Any]] = {}
+    out: dict[str, Any] = {}
+    for name, (run, epochs) in picks.items():
+        record = _pick_record(run, epochs)
+        if record is None:
+            out[name] = None
+            continue
+        key = (name.split("_")[0], record["trial"])
+        if key not in trained:
+            trained[key] = retrain(record["config"], seeds, f"seed {searcher_seed}: {name} pick")
+        out[name] = {**record, **trained[key]}
+    out["asha_at_half_minus_random"] = _gap(out["asha_at_half"], out["random"])
+    out["asha_at_equal_minus_random"] = _gap(out["asha_at_equal"], out["random"])
+    print(f"seed {searcher_seed}: re-trained, ASHA's pick at half minus random's: "
+          f"{out['asha_at_half_minus_random']}", file=sys.stderr, flush=True)
+    return out
+
+
+def _gap(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    return None if a is None or b is None else a["mean"] - b["mean"]
+
+
+def _reseed_summary(rows: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Over searcher seeds: how far ASHA's pick at half of random search's epochs sits from
+    random search's pick, re-trained means against re-trained means."""
+    from pipeline.stats import spread
+
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return None
+    out: dict[str, Any] = {}
+    for at in ("half", "equal"):
+        gaps = [r[f"asha_at_{at}_minus_random"] for r in rows]
+        # a search with no finite result at that point counts as never reaching it
+        ranked = [-math.inf if g is None else g for g in gaps]
+        finite = [g for g in gaps if g is not None]
+        s = spread(finite) if finite else None
+        out[f"asha_at_{at}"] = {
+            "median_minus_random": _finite(statistics.median(ranked)),
+            "seeds_at_least_random": sum(1 for g in ranked if g >= 0),
+            "mean_minus_random": s.mean if s else None,
+            "std": s.std if s and s.n > 1 else None, "n": len(rows),
+        }
+    out["goal_median_asha_at_half_at_least_random"] = (
+        out["asha_at_half"]["median_minus_random"] is not None
+        and out["asha_at_half"]["median_minus_random"] >= 0)
+    return out
 
 
 def _progress(label: str, run: dict[str, Any], random: dict[str, Any] | None = None) -> None:
@@ -180,7 +305,15 @@ def _saved_random(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
             "total_epochs": s["random_epochs"], "trials": s["random_trials"],
             "trial_bests": s["random_trial_bests"], "curve": curve,
             "statuses": ["TERMINATED"], "interrupted": False,
+            "leaders": [], "configs": {},
         }
+        pick = s.get("random_pick")
+        if pick is not None:  # the one leader --reseed needs: the pick at the whole budget
+            out[first + i].update(leaders=[(s["random_epochs"], pick["trial"])],
+                                  configs={pick["trial"]: pick["config"]})
+        elif args.reseed:
+            sys.exit(f"{args.random_from}: no random_pick for seed {first + i} (saved by an "
+                     "older bench/search.py); --reseed needs it")
     missing = [k for k in range(args.first_seed, args.first_seed + args.seeds) if k not in out]
     if missing:
         sys.exit(f"{args.random_from}: no random search for seeds {missing} "
@@ -220,9 +353,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-initial", type=int, default=None,
                    help="the model-based searcher's random trials before TPE (default: a "
                         "quarter of --asha-trials)")
-    p.add_argument("--searcher", choices=("hyperopt", "optuna"), default="hyperopt",
-                   help="the model-based searcher ASHA runs with (the JSON keys keep the "
-                        "name asha_hyperopt)")
+    p.add_argument("--searcher", choices=("hyperopt", "optuna", "random"), default="hyperopt",
+                   help="the searcher ASHA runs with (the JSON keys keep the name "
+                        "asha_hyperopt); random: ASHA alone, to tell what the model adds")
     p.add_argument("--n-train", type=int, default=TASK["n_train"])
     p.add_argument("--n-val", type=int, default=TASK["n_val"])
     p.add_argument("--img-size", type=int, default=TASK["img_size"])
@@ -239,10 +372,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="take random search's results from a JSON this script printed on the "
                         "same task (same seeds, trials, epochs, data), and run only ASHA: a "
                         "new ASHA setting against a saved baseline at half the cost")
+    p.add_argument("--reseed", type=int, default=0, metavar="K",
+                   help="after each seed's searches, train again with K other train.seeds "
+                        "the configuration each search would hand over (random search's best "
+                        "at its epochs, ASHA's best at half and at all of them) and compare "
+                        "their mean accuracies: the goal without the luck of the draw")
     p.add_argument("--preset", default=TASK["preset"],
                    help="simulator preset of the task (see the module docstring for why the "
                         "default keeps the ring-size shortcut)")
     args = p.parse_args(argv)
+    if args.reseed == 1 or args.reseed < 0:
+        p.error("--reseed needs K >= 2 (a spread needs two) or 0 (off)")
     if args.quick:
         args.seeds, args.n_initial = 1, 2
         vars(args).update(QUICK_TASK)
@@ -266,6 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ptune.connect(None)
     connect_s = time.time() - t0
     runs: dict[str, list[dict[str, Any]]] = {"asha_hyperopt": [], "random": []}
+    reseeded: list[dict[str, Any] | None] = []
     interrupted = False
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rnd = baseline[seed] if baseline else _search("random", seed, args, work)
@@ -281,13 +422,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _progress(f"seed {seed}: asha_hyperopt", asha, rnd)
         runs["random"].append(rnd)
         runs["asha_hyperopt"].append(asha)
+        if args.reseed:
+            try:
+                reseeded.append(_reseed_picks(rnd, asha, args.reseed, seed))
+            except KeyboardInterrupt:  # the searches of this seed stay in the report
+                reseeded.append(None)
+                interrupted = True
+                break
     ptune.shutdown()
 
     overheads = [o for rs in runs.values() for r in rs for o in r["overheads_s"]]
     startups = [r["driver_startup_s"] for rs in runs.values() for r in rs
                 if r["driver_startup_s"] is not None]
     per_seed = []
-    for rnd, asha in zip(runs["random"], runs["asha_hyperopt"], strict=True):
+    for i, (rnd, asha) in enumerate(zip(runs["random"], runs["asha_hyperopt"], strict=True)):
         target = rnd["best_val_acc"]
         reach = _epochs_to_reach(asha["curve"], target) if target is not None else None
         # binomial standard error of an accuracy near random's best on this val split
@@ -306,6 +454,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "asha_fraction_of_random_epochs": reach / budget if reach is not None else None,
             # the same within one standard error of random's best (a tie on this split)
             "asha_fraction_within_one_se": near / budget if near is not None else None,
+            # the model random search hands over (kept so --random-from can --reseed it)
+            "random_pick": _pick_record(rnd, budget),
+            "reseeded": reseeded[i] if i < len(reseeded) else None,
         })
     fractions = _fractions(per_seed, "asha_fraction_of_random_epochs")
     within_se = _fractions(per_seed, "asha_fraction_within_one_se")
@@ -339,6 +490,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "goal_median_fraction_at_most_half": statistics.median(fractions) <= 0.5,
             "paired": args.asha_seed_offset == 0,
             "median_asha_fraction_within_one_se": _finite(statistics.median(within_se)),
+            "reseeded": _reseed_summary([s["reseeded"] for s in per_seed]),
         },
         "search_wall_s": {k: [r["wall_s"] for r in v] for k, v in runs.items()},
         # (epochs spent, best so far) per seed; null before the first finite value
@@ -376,6 +528,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
             if pts:
                 ax.step(*zip(*pts, strict=True), where="post", color=colour, label=label)
         ax.axvline(s["random_epochs"] / 2, color="grey", ls=":", lw=1, label="half of random")
+        _plot_reseeded(ax, s)
         ax.axhline(s["random_best"], color="tab:blue", ls="--", lw=0.8)
         reach = s["asha_epochs_to_reach_random_best"]
         reached = (f"reached at {reach / s['random_epochs']:.2f} of random's epochs" if reach
@@ -388,6 +541,23 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_reseeded(ax: Any, seed: dict[str, Any]) -> None:
+    """The picks' re-trained mean +- sample std (--reseed), where each search stood when
+    it would have handed them over."""
+    again = seed.get("reseeded")
+    if not again:
+        return
+    budget = seed["random_epochs"]
+    for name, x, colour, marker in (("random", budget, "tab:blue", "s"),
+                                    ("asha_at_half", budget // 2, "tab:orange", "o"),
+                                    ("asha_at_equal", budget, "tab:orange", "o")):
+        pick = again.get(name)
+        if pick is not None:
+            ax.errorbar([x], [pick["mean"]], yerr=[pick["std"] or 0.0], color=colour,
+                        marker=marker, ms=4, capsize=3, lw=1,
+                        label="picks re-trained" if name == "random" else None)
 
 
 def _quantile(xs: list[float], q: float) -> float | None:

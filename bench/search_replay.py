@@ -113,29 +113,15 @@ def read_curves(experiment: Path, epochs: int) -> list[Curve]:
 def reseed(curves: list[Curve], top: int, seeds: int) -> dict[str, Any]:
     """Retrain the `top` best recorded configurations with train.seed 1..`seeds` (the
     recordings used the default seed 0): the seed-to-seed spread the oracle cannot know."""
-    from pipeline.config import RunConfig
-    from pipeline.data.open import open_run_data
-    from pipeline.engine import fit
-    from pipeline.stats import spread
-
     rows = []
     for rank, curve in enumerate(sorted(curves, key=lambda c: -max(c.val_acc))[:top], 1):
-        cfg = RunConfig.from_flat(curve.config)
-        data = open_run_data(cfg)
-        bests, firsts = [], []
-        for seed in range(1, seeds + 1):
-            history = fit(cfg.with_updates({"train.seed": seed}), data).history
-            bests.append(max(h["val_acc"] for h in history))
-            firsts.append(history[0]["val_acc"])
-            print(f"config {rank}/{top}, seed {seed}: best val_acc {bests[-1]:.4f}",
-                  file=sys.stderr, flush=True)
-        s = spread(bests)
+        again = bench_search.retrain(curve.config, seeds, f"config {rank}/{top}")
         rows.append({
             "config": curve.config, "recorded_best": max(curve.val_acc),
-            "recorded_first_epoch": curve.val_acc[0], "reseeded_best": bests,
-            "reseeded_first_epoch": firsts,  # what a first rung at epoch 1 sees
-            "reseeded_mean": s.mean, "reseeded_std": s.std, "n": s.n,
-            "recorded_minus_mean": max(curve.val_acc) - s.mean,
+            "recorded_first_epoch": curve.val_acc[0], "reseeded_best": again["bests"],
+            "reseeded_first_epoch": again["first_epochs"],  # what a first rung at epoch 1 sees
+            "reseeded_mean": again["mean"], "reseeded_std": again["std"], "n": again["n"],
+            "recorded_minus_mean": max(curve.val_acc) - again["mean"],
         })
     return {"configs": rows, "mean_recorded_minus_mean": statistics.fmean(
         r["recorded_minus_mean"] for r in rows) if rows else None}

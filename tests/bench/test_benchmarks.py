@@ -34,10 +34,12 @@ def _bench(script: str, env: dict[str, str] | None = None, timeout: float = 600,
 
 @pytest.mark.slow
 def test_search_bench(ray_cluster, tmp_path):
-    proc = _run_bench("search.py", env=ray_cluster.env, args=("--plot", str(tmp_path / "a.png")))
+    proc = _run_bench("search.py", env=ray_cluster.env,
+                      args=("--plot", str(tmp_path / "a.png"), "--reseed", "2"))
     out = json.loads(proc.stdout)
     # one progress line per finished search on stderr, the JSON alone on stdout
-    progress = [line for line in proc.stderr.splitlines() if line.startswith("seed 0: ")]
+    progress = [line for line in proc.stderr.splitlines()
+                if line.startswith("seed 0: ") and " trials, " in line]
     assert [line.split(":")[1].strip() for line in progress] == ["random", "asha_hyperopt"]
     assert "random's best" in progress[1]
     assert out["machine"]["ray_address"] == ray_cluster.address
@@ -63,6 +65,19 @@ def test_search_bench(ray_cluster, tmp_path):
     curve = out["curves"]["random"][0]
     assert [e for e, _ in curve] == list(range(1, 5))
     assert curve[-1][1] == seed["random_best"]
+    # --reseed: each search's pick trained again with two other seeds
+    pick = seed["random_pick"]
+    assert pick["val_acc"] == seed["random_best"] and pick["config"]["train.epochs"] == 2
+    again = seed["reseeded"]
+    assert again["random"]["trial"] == pick["trial"] and again["random"]["n"] == 2
+    for name in ("random", "asha_at_half", "asha_at_equal"):
+        if again[name] is not None:
+            assert len(again[name]["bests"]) == 2 and all(0 <= v <= 1 for v in again[name]["bests"])
+    if again["asha_at_half"] is not None:
+        assert again["asha_at_half_minus_random"] == pytest.approx(
+            again["asha_at_half"]["mean"] - again["random"]["mean"])
+    assert out["summary"]["reseeded"]["asha_at_half"]["n"] == 1
+    assert sum("pick, seed" in line for line in proc.stderr.splitlines()) >= 4
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     # the figure can be redrawn from the printed JSON alone, without a search
     (tmp_path / "out.json").write_text(json.dumps(out))
@@ -71,11 +86,19 @@ def test_search_bench(ray_cluster, tmp_path):
     assert again == out and (tmp_path / "b.png").stat().st_size > 0
     # ASHA alone against the saved random search: the same baseline, only ASHA rerun
     asha_only = _bench("search.py", env=ray_cluster.env,
-                       args=("--random-from", str(tmp_path / "out.json")))
+                       args=("--random-from", str(tmp_path / "out.json"), "--reseed", "2"))
     assert asha_only["curves"]["random"] == out["curves"]["random"]
     (seed_again,) = asha_only["asha_hyperopt_vs_random"]
     assert seed_again["random_best"] == seed["random_best"]
+    assert seed_again["random_pick"] == pick  # the saved pick, re-trained again
+    assert seed_again["reseeded"]["random"]["config"] == pick["config"]
     assert seed_again["asha_trials"] == 8 and seed_again["asha_epochs"] >= 8
+
+
+def test_search_bench_refuses_reseed_with_one_seed():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "search.py"), "--reseed", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--reseed needs K >= 2" in proc.stderr
 
 
 def test_search_bench_refuses_a_saved_baseline_of_another_task(tmp_path):
@@ -90,6 +113,16 @@ def test_search_bench_refuses_a_saved_baseline_of_another_task(tmp_path):
             [sys.executable, str(ROOT / "bench" / "search.py"), "--quick", "--random-from",
              str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    # a baseline saved before picks were recorded cannot be re-trained
+    seed = {"random_best": 0.6, "random_epochs": 4, "random_trials": 2,
+            "random_trial_bests": [0.5, 0.6]}
+    path.write_text(json.dumps({**saved, "asha_hyperopt_vs_random": [seed],
+                                "curves": {"random": [[[1, 0.5], [2, 0.6]]]},
+                                "search_wall_s": {"random": [1.0]}}))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "search.py"), "--quick", "--random-from",
+         str(path), "--reseed", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "no random_pick for seed 0" in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow
