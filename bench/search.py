@@ -164,18 +164,23 @@ def _search(kind: str, seed: int, args: argparse.Namespace, work: Path) -> dict[
     }
 
 
+def trial_rows(experiment: Path) -> list[list[dict[str, Any]]]:
+    """Each trial's reported rows (with its config), from the result.json files of a Tune
+    experiment folder, in folder order; a trial that reported nothing is left out."""
+    rows = []
+    for path in sorted(experiment.glob("*/result.json")):
+        found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if found:
+            rows.append(found)
+    return rows
+
+
 def _trial_configs(experiment: Path, trials: set[str]) -> dict[str, dict[str, Any]]:
-    """The flat sampled configuration of each of `trials`, from its result.json."""
+    """The flat sampled configuration of each of `trials`."""
     from pipeline.search import flatten_sampled
 
-    found: dict[str, dict[str, Any]] = {}
-    for path in experiment.glob("*/result.json"):
-        with path.open() as f:
-            line = f.readline()
-        row = json.loads(line) if line.strip() else {}
-        if row.get("trial_id") in trials:
-            found[row["trial_id"]] = flatten_sampled(row["config"])
-    return found
+    return {rows[0]["trial_id"]: flatten_sampled(rows[0]["config"])
+            for rows in trial_rows(experiment) if rows[0].get("trial_id") in trials}
 
 
 def _pick(run: dict[str, Any], epochs: int) -> str | None:
@@ -224,16 +229,17 @@ def _reseed_picks(rnd: dict[str, Any], asha: dict[str, Any], seeds: int, searche
     seed (the maximum of its trials' noisy accuracies), so this compares the picks' re-trained
     means."""
     budget = rnd["total_epochs"]
-    picks = {"random": (rnd, budget), "asha_at_half": (asha, budget // 2),
-             "asha_at_equal": (asha, budget)}
-    trained: dict[tuple[str, str], dict[str, Any]] = {}
+    runs = {"random": rnd, "asha": asha}
+    picks = {"random": ("random", budget), "asha_at_half": ("asha", budget // 2),
+             "asha_at_equal": ("asha", budget)}
+    trained: dict[tuple[str, str], dict[str, Any]] = {}  # (search, trial): ASHA's may repeat
     out: dict[str, Any] = {}
-    for name, (run, epochs) in picks.items():
-        record = _pick_record(run, epochs)
+    for name, (search, epochs) in picks.items():
+        record = _pick_record(runs[search], epochs)
         if record is None:
             out[name] = None
             continue
-        key = (name.split("_")[0], record["trial"])
+        key = (search, record["trial"])
         if key not in trained:
             trained[key] = retrain(record["config"], seeds, f"seed {searcher_seed}: {name} pick")
         out[name] = {**record, **trained[key]}

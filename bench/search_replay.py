@@ -98,16 +98,11 @@ def collect(seeds: list[int], task: Mapping[str, Any], out: Path) -> dict[str, A
 
 
 def read_curves(experiment: Path, epochs: int) -> list[Curve]:
-    """The full-length trials of a Tune experiment folder, from each trial's result.json."""
+    """The full-length trials of a Tune experiment folder."""
     from pipeline.search import flatten_sampled
 
-    curves = []
-    for path in sorted(experiment.glob("*/result.json")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if len(rows) == epochs:
-            curves.append(Curve(flatten_sampled(rows[0]["config"]),
-                                tuple(r["val_acc"] for r in rows)))
-    return curves
+    return [Curve(flatten_sampled(rows[0]["config"]), tuple(r["val_acc"] for r in rows))
+            for rows in bench_search.trial_rows(experiment) if len(rows) == epochs]
 
 
 def reseed(curves: list[Curve], top: int, seeds: int) -> dict[str, Any]:
