@@ -30,9 +30,10 @@ configurations with other `train.seed`s and reports how far each one's recorded 
 its re-trained mean. The best recordings are partly lucky draws, and an oracle that answers
 with them makes a searcher that finds their region look better than it is.
 
-Grid: `--grace-period`, `--reduction-factor`, `--n-initial` and `--searcher` take comma
-lists. `--trials` sets random search's size (ASHA gets 4x the trials and is judged at the
-same epochs), to see how the goal depends on the scale of the search.
+Grid: `--grace-period`, `--reduction-factor`, `--n-initial`, `--first-rung-quorum` and
+`--searcher` take comma lists. `--trials` sets random search's size (ASHA gets 4x the
+trials and is judged at the same epochs), to see how the goal depends on the scale of the
+search.
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ class Setting:
     grace_period: int
     reduction_factor: float
     n_initial: int
+    first_rung_quorum: int = 0
 
 
 class _Trial:
@@ -232,7 +234,8 @@ def replay_asha(curves: list[Curve], setting: Setting, seed: int, *, task: Mappi
     args = argparse.Namespace(searcher=setting.searcher, trials=asha_trials // 4,
                               asha_trials=asha_trials, grace_period=setting.grace_period,
                               reduction_factor=setting.reduction_factor,
-                              n_initial=setting.n_initial, **task)
+                              n_initial=setting.n_initial,
+                              first_rung_quorum=setting.first_rung_quorum, **task)
     spec = parse_search_space(bench_search.task_space("asha_hyperopt", seed, args))
     _, searcher, scheduler = build_search(spec)
     scheduler.set_search_properties(spec.metric, spec.mode)
@@ -314,6 +317,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--searcher", type=_list(str), default=["hyperopt"])
     p.add_argument("--grace-period", type=_list(int), default=[1])
     p.add_argument("--reduction-factor", type=_list(float), default=[9.0])
+    p.add_argument("--first-rung-quorum", type=_list(int),
+                   default=[bench_search.FIRST_RUNG_QUORUM],
+                   help="trials that must reach ASHA's first rung before it promotes one")
     p.add_argument("--n-initial", type=_list(int), default=None,
                    help="default: a quarter of ASHA's trials, as bench/search.py")
     p.add_argument("--replays", type=int, default=100, help="searcher seeds per setting")
@@ -360,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"--trials {args.trials} > the {len(curves)} recorded curves")
     t0 = time.time()
     settings = [Setting(*s) for s in itertools.product(
-        args.searcher, args.grace_period, args.reduction_factor, args.n_initial)]
+        args.searcher, args.grace_period, args.reduction_factor, args.n_initial,
+        args.first_rung_quorum)]
     rows = []
     for i, setting in enumerate(settings, 1):  # minutes each: say where the grid is
         rows.append(evaluate(curves, setting, args, task))

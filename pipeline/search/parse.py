@@ -26,9 +26,9 @@ _TOP_KEYS = {
     "name", "description", "scheduler", "searcher", "metric", "mode", "num_samples",
     "max_epochs", "grace_period", "reduction_factor", "perturbation_interval",
     "quantile_fraction", "resample_probability", "hyperparam_mutations", "resources",
-    "params", "seed", "n_initial_points", "objectives", "constraints",
+    "params", "seed", "n_initial_points", "objectives", "constraints", "first_rung_quorum",
 }
-_ASHA_KEYS = {"grace_period", "reduction_factor"}
+_ASHA_KEYS = {"grace_period", "reduction_factor", "first_rung_quorum"}
 _PBT_KEYS = {"perturbation_interval", "quantile_fraction", "resample_probability",
              "hyperparam_mutations"}
 
@@ -91,6 +91,7 @@ def parse_search_space(doc: Any, source: str = "<string>") -> SearchSpec:
         max_epochs=_typed(source, doc, "max_epochs", int, 1),
         grace_period=_typed(source, doc, "grace_period", int, 1),
         reduction_factor=_typed(source, doc, "reduction_factor", float, 2.0),
+        first_rung_quorum=_typed(source, doc, "first_rung_quorum", int, 0),
         perturbation_interval=_typed(source, doc, "perturbation_interval", int, 1),
         quantile_fraction=_typed(source, doc, "quantile_fraction", float, 0.25),
         resample_probability=_typed(source, doc, "resample_probability", float, 0.25),

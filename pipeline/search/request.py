@@ -58,8 +58,9 @@ class SearchRequest:
                 grace_period=min(spec.grace_period, self.max_epochs),
                 perturbation_interval=min(spec.perturbation_interval, self.max_epochs),
             )
-        if self.num_samples is not None:
-            changes["num_samples"] = self.num_samples
+        if self.num_samples is not None:  # a smaller budget keeps a quorum it can reach
+            changes.update(num_samples=self.num_samples, first_rung_quorum=min(
+                spec.first_rung_quorum, max(0, self.num_samples - 1)))
         return spec.replace(**changes) if changes else spec
 
     def resources(self, spec: SearchSpec) -> dict[str, float]:

@@ -58,6 +58,10 @@ class SearchSpec:
     resources: Resources = field(default_factory=Resources)
     grace_period: int = 1
     reduction_factor: float = 2.0
+    # ASHA's first rung promotes no trial before this many have reached it (the first ones
+    # stop there): asynchronous ASHA otherwise promotes its first trials with nothing to
+    # compare them against
+    first_rung_quorum: int = 0
     perturbation_interval: int = 1
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25

@@ -78,6 +78,10 @@ def _check_numbers(spec: SearchSpec) -> None:
         )
     if spec.reduction_factor <= 1:
         raise SearchSpaceError(src, "reduction_factor", f"must be > 1, got {spec.reduction_factor}")
+    if not 0 <= spec.first_rung_quorum < spec.num_samples:
+        raise SearchSpaceError(
+            src, "first_rung_quorum", f"must be in [0, num_samples={spec.num_samples}) "
+            f"(with as many, no trial is ever promoted), got {spec.first_rung_quorum}")
     if not 1 <= spec.perturbation_interval <= spec.max_epochs:
         raise SearchSpaceError(
             src, "perturbation_interval",

@@ -1,8 +1,8 @@
 """Ray Tune: with pipeline/cluster.py (the offline cluster check), the only `import ray`.
 
 A search is a validated `SearchSpec` (pipeline/search/) turned into a Tuner:
-  searchers.py       ASHA + HyperOpt or Optuna (several objectives), random search, FIFO, or
-                     PBT (optimiser values only)
+  searchers.py       ASHA (with a first-rung quorum) + HyperOpt or Optuna (several
+                     objectives), random search, FIFO, or PBT (optimiser values only)
   constrained.py     the searcher wrapper: constraints checked before a trial starts
   trainable.py       one trial = engine.fit, one `tune.report` per epoch with its checkpoint
   data.py            the data opened once by the driver, shared through the object store
@@ -23,7 +23,7 @@ from typing import Any
 _EXPORTS = {
     "driver": ("connect", "resume_search", "run_search", "shutdown", "sigterm_as_sigint",
                "trial_overheads", "when_ready"),
-    "searchers": ("build_search", "hyperopt_space", "sampled_keys"),
+    "searchers": ("QuorumASHAScheduler", "build_search", "hyperopt_space", "sampled_keys"),
     "data": ("DriverData", "bundle_from_shared", "data_is_searched", "open_driver_data",
              "share_bundle"),
     "trainable": ("ORIGIN_FILE", "TrialOptions", "train_trial"),

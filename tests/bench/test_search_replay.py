@@ -27,6 +27,7 @@ TASK = {"epochs": 4, "n_train": 128, "n_val": 128, "img_size": 32,
 
 def _spec(seed: int = 0):
     args = argparse.Namespace(searcher="hyperopt", trials=4, asha_trials=16, grace_period=1,
+                              first_rung_quorum=0,
                               reduction_factor=3.0, n_initial=4, **TASK)
     return parse_search_space(bench_search.task_space("asha_hyperopt", seed, args))
 
@@ -73,12 +74,14 @@ def test_replayed_asha_stops_trials_and_reports_recorded_values(oracle):
 
 
 def test_replay_grid_on_the_shipped_curves():
-    out = _bench("search_replay.py", args=("--reduction-factor", "3,9", "--n-initial", "4"))
+    out = _bench("search_replay.py", args=("--reduction-factor", "3,9", "--n-initial", "4",
+                                           "--first-rung-quorum", "0,4"))
     shipped = json.loads(replay.DEFAULT_CURVES.read_text())
     assert out["curves"]["n"] == len(shipped["curves"]) >= 80
     assert out["curves"]["task"]["epochs"] == 9
     rows = out["results"]
-    assert sorted(r["reduction_factor"] for r in rows) == [3.0, 9.0]
+    assert sorted((r["reduction_factor"], r["first_rung_quorum"]) for r in rows) == [
+        (3.0, 0), (3.0, 4), (9.0, 0), (9.0, 4)]
     for r in rows:
         assert 0.0 <= r["share_at_most_half"] <= 1.0
         assert 0.0 <= r["p_median_of_5_at_most_half"] <= 1.0

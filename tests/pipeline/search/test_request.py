@@ -18,6 +18,7 @@ def test_request_budget_overrides_and_round_trip(tmp_path):
                         fixed={"data.n_train": 16, "train.batch_size": 8})
     spec = req.spec()
     assert (spec.max_epochs, spec.grace_period, spec.num_samples) == (1, 1, 2)
+    assert spec.first_rung_quorum == 1  # the YAML's 4, kept reachable by 2 trials
     assert spec.params["data.n_train"] == 16 and spec.params["train.batch_size"] == 8
     again = SearchRequest.from_json(req.to_json())
     assert again.spec() == spec

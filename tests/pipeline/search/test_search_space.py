@@ -78,6 +78,8 @@ def test_shipped_space_shapes():
     base = load_search_space(SPACES / "baselines.yaml")
     assert base.params["model.name"] == Grid(("cvt_baseline", "steerable_cnn"))
     assert base.max_epochs == real.max_epochs and base.grace_period == real.grace_period
+    assert base.first_rung_quorum == real.first_rung_quorum > 0
+    assert default.first_rung_quorum == 0  # Ray's own ASHA unless a space asks
 
 
 def _walk_all(params):
@@ -246,6 +248,10 @@ PBT_OK = {"scheduler": "pbt", "perturbation_interval": 1,
         ({"params": {"data.task": "regression"}}, "metric", "not reported for regression"),
         ({"grace_period": 5}, "grace_period", "max_epochs=2"),
         ({"reduction_factor": 1}, "reduction_factor", "> 1"),
+        ({"num_samples": 4, "first_rung_quorum": 4}, "first_rung_quorum", "no trial is ever promoted"),
+        ({"first_rung_quorum": -1}, "first_rung_quorum", "[0, num_samples=1)"),
+        ({"scheduler": "fifo", "first_rung_quorum": 2}, "first_rung_quorum",
+         "only applies to scheduler asha"),
         ({"scheduler": "fifo", "grace_period": 1}, "grace_period", "only applies to scheduler asha"),
         ({"perturbation_interval": 1}, "perturbation_interval", "only applies to scheduler pbt"),
         ({"resources": {"cpus": 1, "tpus": 1}}, "resources.tpus", "unknown"),
