@@ -134,8 +134,9 @@ def test_models_bench():
 
 
 @pytest.mark.slow
-def test_gpu_bench():
-    out = _bench("gpu.py")
+def test_gpu_bench(tmp_path):
+    proc = _run_bench("gpu.py")
+    out = json.loads(proc.stdout)
     assert out["machine"]["device"] == "cpu" and out["machine"]["peak_flops"] is None
     models = {row["model"]: row for row in out["models"]}
     assert {"cvt_baseline", "seed_eqcvt"} <= set(models)
@@ -159,3 +160,13 @@ def test_gpu_bench():
         (m, c, b) for m in ("cvt_baseline", "seed_eqcvt") for c in (False, True)
         for b in (False, True)}
     assert all(r["train_images_per_s"] > 0 for r in layout)
+    # the targets read the same output; a quick CPU run has no 4-trial packing, no batch 1024
+    # and no device peak, so only the bf16 ratio is judged
+    (tmp_path / "gpu.json").write_text(proc.stdout)
+    judged = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_targets.py"), str(tmp_path / "gpu.json"),
+         "--markdown", str(tmp_path / "gpu.md")], capture_output=True, text=True, check=True)
+    status = {t["target"]: t["status"] for t in json.loads(judged.stdout)["targets"]}
+    assert list(status.values())[1:] == ["not measured"] * 4
+    assert list(status.values())[0] in ("met", "missed")
+    assert "(--quick: CPU smoke sizes, not figures)" in (tmp_path / "gpu.md").read_text()

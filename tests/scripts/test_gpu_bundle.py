@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -76,16 +77,79 @@ def test_parts_respect_the_size_limit(tmp_path):
         bundle.split_parts([huge], tmp_path / "b2", limit_mib=50 / 1024)
 
 
-def test_carried_closure_has_escnn_and_ray_but_not_torch():
+def test_carried_closure_has_escnn_and_ray_but_not_what_the_image_holds():
     closure = bundle.runtime_closure(["escnn", "ray[tune]", "hyperopt"])
-    assert {"escnn", "lie-learn", "py3nj", "ray", "hyperopt", "torch"} <= set(closure)
-    assert "pandas" in closure  # from ray's tune extra
+    assert {"escnn", "lie-learn", "py3nj", "ray", "hyperopt", "torch", "pandas"} <= set(closure)
     carried = bundle.to_carry(closure)
-    assert "torch" not in carried and "numpy" not in carried
+    assert {"escnn", "lie-learn", "py3nj", "ray", "hyperopt"} <= set(carried)
+    image = bundle.image_packages()
+    assert {"torch", "numpy", "pandas", "pyarrow", "scipy", "pytest"} <= image
+    assert not set(carried) & image  # the image's own versions are used there
     assert not any(n.startswith("nvidia-") for n in carried)
     assert carried["escnn"] == closure["escnn"]
+    # the CUDA-only tests run on the image's pytest: nothing of it is carried
+    assert not bundle.to_carry(bundle.runtime_closure(bundle.TEST_ROOTS))
 
 
-def test_the_bundle_carries_pytest_for_the_cuda_only_tests():
-    carried = bundle.to_carry(bundle.runtime_closure(bundle.TEST_ROOTS))
-    assert {"pytest", "pluggy", "iniconfig"} <= set(carried)
+def test_image_package_list_is_canonical_names(tmp_path):
+    listing = tmp_path / "image.txt"
+    listing.write_text("# a comment\nPyYAML\ntyping_extensions  # trailing\n\nruamel.yaml\n")
+    assert bundle.image_packages(listing) == {"pyyaml", "typing-extensions", "ruamel-yaml"}
+    closure = {"pyyaml": "6", "ruamel-yaml": "1", "ray": "2", "nvidia-cublas": "1"}
+    assert bundle.to_carry(closure, bundle.image_packages(listing)) == {"ray": "2"}
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_checkout_size_counts_tracked_and_untracked_not_ignored(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("/gpu_bundle/\n")
+    (tmp_path / "tracked.py").write_bytes(b"x" * 2**20)
+    (tmp_path / "untracked.txt").write_bytes(b"y" * 2**19)
+    (tmp_path / "gpu_bundle").mkdir()
+    (tmp_path / "gpu_bundle" / "big.whl").write_bytes(b"z" * 2**22)  # carried, not counted
+    _git(tmp_path, "add", ".gitignore", "tracked.py")
+    size = bundle.checkout_mib(tmp_path)
+    assert abs(size - (1.5 + len("/gpu_bundle/\n") / 2**20)) < 1e-9
+
+
+def test_trim_wheel_replaces_members_and_refuses_absent_ones(tmp_path):
+    src = _wheel(tmp_path / "fakeray-1.0-py3-none-any.whl",
+                 {"ray/a.so": b"old", "ray/b.py": b"keep"})
+    out = tmp_path / "out.whl"
+    assert bundle.trim_wheel(src, out, replace={"ray/a.so": b"new bytes"}) == 0
+    with zipfile.ZipFile(out) as z:
+        assert z.read("ray/a.so") == b"new bytes" and z.read("ray/b.py") == b"keep"
+        rows = dict(r.split(",", 1) for r in z.read("fakeray-1.0.dist-info/RECORD").decode().split())
+    assert rows["ray/a.so"].endswith(f",{len(b'new bytes')}")
+    with pytest.raises(SystemExit, match="no"):
+        bundle.trim_wheel(src, tmp_path / "x.whl", replace={"ray/absent.so": b""})
+
+
+@pytest.mark.slow
+def test_rebuild_extensions_compiles_against_numpy2_and_the_wheel_imports(tmp_path):
+    """The lie_learn fix on a small wheel: its compiled module is replaced by one built from the
+    .pyx it ships, against numpy 2, and imports there (this uses PyPI for numpy and Cython)."""
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    pyx = "pkgx/inner.pyx"
+    source = b"cimport numpy as cnp\nimport numpy as np\ncnp.import_array()\n" \
+             b"def twice(x):\n    print 'py2 syntax compiles'\n    return np.asarray(x) * 2\n"
+    src = _wheel(tmp_path / "fakeray-1.0-py3-none-any.whl",
+                 {"pkgx/__init__.py": b"", pyx: source, f"pkgx/inner{suffix}": b"not an ELF"})
+    replaced = bundle.rebuild_extensions(src, sys.executable, sources=(pyx,))
+    assert replaced == [f"pkgx/inner{suffix}"]
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    py = str(env / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", "numpy>=2"], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                    str(tmp_path / "site"), str(src)], check=True)
+    out = subprocess.run([py, "-c", "import numpy, pkgx.inner as m; "
+                          "print(numpy.__version__[0], m.twice([1, 2]).tolist())"],
+                         env={"PYTHONPATH": str(tmp_path / "site")}, capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    assert out[-2] == "2 [2, 4]" and out[0] == "py2 syntax compiles"
+    with pytest.raises(SystemExit, match="Python version"):
+        bundle.rebuild_extensions(src, sys.executable, sources=("pkgx/absent.pyx",))
