@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup search test lint bench clean
+.PHONY: setup search test lint bench gpu-bundle clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ bench: setup
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/search.py
+
+# The offline wheels for the GPU machine (scripts/gpu_bundle.py; README "GPU speed"); needs a
+# Python 3.12 here (PY312=...) to build py3nj and lie_learn's extension for cp312.
+PY312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+	$$p -c '' 2>/dev/null && echo $$p && break; done)
+gpu-bundle: setup
+	@test -n "$(PY312)" || { echo "no python3.12 on PATH: make gpu-bundle PY312=/path/to/python3.12"; exit 1; }
+	rm -rf gpu_bundle
+	$(BIN)/python scripts/gpu_bundle.py --out gpu_bundle --python312 $(PY312)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -18,7 +18,8 @@
 #
 # CPU=1 rehearses the same steps on a machine without a GPU (bench --quick, CPU trials), with
 # PYTHON naming a Python 3.12 that holds torch, numpy 2 and the image's packages. Results go to
-# $OUT (the device tool brings that folder back).
+# $OUT (the device tool brings that folder back): JSON and Markdown as they are, everything
+# else in logs.tar.gz.
 set -uo pipefail
 PY=${PYTHON:-python3}
 CPU=${CPU:-0}
@@ -36,6 +37,14 @@ esac
 has() { [[ "+$WHAT+" == *"+$1+"* ]]; }
 
 mkdir -p "$WHEELS" "$OUT"
+# At most 8 files come back from $OUT: the JSON and Markdown stay, the rest (logs, the report's
+# plots) go into one logs.tar.gz when the command ends, however it ends.
+pack_out() {
+  local rest
+  rest=$(cd "$OUT" && ls -A | grep -v -E '\.(json|md)$|^logs\.tar\.gz$')
+  [ -z "$rest" ] || (cd "$OUT" && tar czf logs.tar.gz $rest && rm -rf $rest)
+}
+trap pack_out EXIT
 for part in "$BUNDLE"/part_*; do
   [ -d "$part" ] && cp "$part"/*.whl "$WHEELS"/ && echo "staged $part"
 done

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +65,19 @@ def test_parts_are_staged_command_by_command(tmp_path):
 def test_unknown_command_is_refused(tmp_path):
     proc = _check(tmp_path, tmp_path, "install")
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_what_comes_back_is_json_markdown_and_one_log_archive(tmp_path):
+    """The device returns at most 8 files: logs and plots leave in one archive."""
+    out = tmp_path / "out"
+    (out / "report_plots").mkdir(parents=True)
+    for name in ("gpu_models.json", "gpu.md", "search.log", "pip.log", "report_plots/a.png"):
+        (out / name).write_text(name)
+    _carry(tmp_path / "checkout", None, None)
+    proc = _check(tmp_path / "checkout", tmp_path, "run", "bench")  # refused: no manifest
+    assert proc.returncode == 1
+    assert sorted(p.name for p in out.iterdir()) == ["gpu.md", "gpu_models.json", "logs.tar.gz"]
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = set(tar.getnames())
+        assert tar.extractfile("search.log").read() == b"search.log"
+    assert {"pip.log", "report_plots/a.png"} <= names
