@@ -18,6 +18,9 @@ Sections:
 
     python bench/gpu.py              # on the GPU machine (a few minutes)
     python bench/gpu.py --quick      # CPU smoke run: tiny models and batches, well under a minute
+
+On SIGTERM (what `timeout` sends) it stops and prints the rows measured so far, with
+"interrupted" naming the section it cut short (null when every section ran to the end).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +128,8 @@ def _eval_step(model: torch.nn.Module, batch: int, shape: tuple, device: torch.d
     return step
 
 
-def bench_models(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+def bench_models(args: argparse.Namespace, device: torch.device) -> Iterator[dict[str, Any]]:
     peaks = peak_flops(device)
-    rows = []
     for name in args.models or eqcvt.list_models():
         compiled = args.compile and (args.compile_models is None or name in args.compile_models)
         cases = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if compiled else [])
@@ -155,9 +158,8 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> list[dict[st
             })
         fp32, bf16 = row["cases"][0], row["cases"][1]
         row["bf16_speedup_train"] = bf16["train_images_per_s"] / fp32["train_images_per_s"]
-        rows.append(row)
         print(f"[gpu bench] {name}: done", file=sys.stderr, flush=True)
-    return rows
+        yield row
 
 
 # ----------------------------------------------------------------------------- packed trials
@@ -185,8 +187,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def bench_packed(args: argparse.Namespace, device: torch.device, precision: str
-                 ) -> list[dict[str, Any]]:
-    rows, alone = [], None
+                 ) -> Iterator[dict[str, Any]]:
+    alone = None
     for n in args.packed:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", str(device),
                "--packed-model", args.packed_model, "--precision", precision,
@@ -207,22 +209,20 @@ def bench_packed(args: argparse.Namespace, device: torch.device, precision: str
                 raise RuntimeError(f"packed worker failed: {err[-3000:]}")
             each.append(json.loads(out.strip().splitlines()[-1])["images_per_s"])
         alone = alone or each[0]
-        rows.append({"trials": n, "gpus_per_trial": PACKED_FRACTIONS.get(n, 1 / n),
-                     "aggregate_images_per_s": sum(each), "per_trial_images_per_s": each,
-                     "aggregate_vs_alone": sum(each) / alone,
-                     "per_trial_slowdown": [alone / e for e in each]})
         print(f"[gpu bench] packed {n}: done", file=sys.stderr, flush=True)
-    return rows
+        yield {"trials": n, "gpus_per_trial": PACKED_FRACTIONS.get(n, 1 / n),
+               "aggregate_images_per_s": sum(each), "per_trial_images_per_s": each,
+               "aggregate_vs_alone": sum(each) / alone,
+               "per_trial_slowdown": [alone / e for e in each]}
 
 
 # ----------------------------------------------------------------------------- simulation
 
 
 def bench_simulation(args: argparse.Namespace, device: torch.device, train_ips: float
-                     ) -> list[dict[str, Any]]:
+                     ) -> Iterator[dict[str, Any]]:
     """Simulator images/s (parameters + render + noise + normalisation) on `device`; share =
     simulate time / (simulate + train step time) for one batch of the reference model."""
-    rows = []
     for name in args.presets:
         preset = get_preset(name, num_pix=24) if args.quick else PRESETS[name]
         for kind in range(len(KINDS)):
@@ -238,10 +238,9 @@ def bench_simulation(args: argparse.Namespace, device: torch.device, train_ips: 
 
                 t = median_step_time(step, args.iters, device, warmup=1)
                 ips = batch / t
-                rows.append({"preset": name, "class": KINDS[kind], "batch": batch,
-                             "images_per_s": ips,
-                             "share_of_train_step": (1 / ips) / (1 / ips + 1 / train_ips)})
-    return rows
+                yield {"preset": name, "class": KINDS[kind], "batch": batch,
+                       "images_per_s": ips,
+                       "share_of_train_step": (1 / ips) / (1 / ips + 1 / train_ips)}
 
 
 # ----------------------------------------------------------------------------- feed, layout
@@ -287,9 +286,9 @@ def bench_feed(args: argparse.Namespace, device: torch.device, precision: str
 
 
 def bench_layout(args: argparse.Namespace, device: torch.device, precision: str
-                 ) -> list[dict[str, Any]]:
-    rows = []
+                 ) -> Iterator[dict[str, Any]]:
     for name in args.layout_models:
+        rows = []
         for channels_last, benchmark in itertools.product((False, True), repeat=2):
             torch.backends.cudnn.benchmark = benchmark
             model, shape, _ = build(name, args.quick, device)
@@ -301,10 +300,9 @@ def bench_layout(args: argparse.Namespace, device: torch.device, precision: str
                          "cudnn_benchmark": benchmark, "train_images_per_s":
                          args.batch / median_step_time(step, args.iters, device, warmup=3)})
         torch.backends.cudnn.benchmark = False
-        base = rows[-4]["train_images_per_s"]
-        for r in rows[-4:]:
-            r["vs_default"] = r["train_images_per_s"] / base
-    return rows
+        for r in rows:
+            r["vs_default"] = r["train_images_per_s"] / rows[0]["train_images_per_s"]
+        yield from rows
 
 
 # ----------------------------------------------------------------------------- main
@@ -360,6 +358,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+class Interrupted(Exception):
+    """SIGTERM (what `timeout` sends): stop, and print what was measured so far."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted
+
+
+def _collect(into: list[dict[str, Any]], rows: Iterator[dict[str, Any]]) -> None:
+    """Append each row as it is measured, so an interruption keeps the finished ones."""
+    for row in rows:
+        into.append(row)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.device == "auto":
@@ -369,24 +381,37 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     out: dict[str, Any] = {"machine": _machine(device), "batch": args.batch,
-                           "quick": args.quick}
-    if "models" in args.sections:
-        out["models"] = bench_models(args, device)
-    if "packed" in args.sections:
-        out["packed"] = {"model": args.packed_model, "precision": precision,
-                         "runs": bench_packed(args, device, precision)}
-    if "simulation" in args.sections:
-        model, shape, _ = build(args.packed_model, args.quick, device)
-        t = median_step_time(_train_step(model, precision, False, args.batch, shape, device),
-                             args.iters, device, warmup=2)
-        out["simulation"] = {"reference_model": args.packed_model, "precision": precision,
-                             "reference_train_images_per_s": args.batch / t,
-                             "runs": bench_simulation(args, device, args.batch / t)}
-    if "feed" in args.sections:
-        out["feed"] = {"model": args.packed_model, "precision": precision,
-                       "host_images": args.feed_images, "runs": bench_feed(args, device, precision)}
-    if "layout" in args.sections:
-        out["layout"] = {"precision": precision, "runs": bench_layout(args, device, precision)}
+                           "quick": args.quick, "interrupted": None}
+    # rows are kept as they are measured: under a time limit, a late section's SIGTERM still
+    # leaves every finished row in the JSON, with "interrupted" naming the section cut short
+    signal.signal(signal.SIGTERM, _interrupt)
+    section = None
+    try:
+        for section in (s for s in SECTIONS if s in args.sections):
+            if section == "models":
+                _collect(out.setdefault("models", []), bench_models(args, device))
+            elif section == "packed":
+                out["packed"] = {"model": args.packed_model, "precision": precision, "runs": []}
+                _collect(out["packed"]["runs"], bench_packed(args, device, precision))
+            elif section == "simulation":
+                model, shape, _ = build(args.packed_model, args.quick, device)
+                t = median_step_time(_train_step(model, precision, False, args.batch, shape,
+                                                 device), args.iters, device, warmup=2)
+                out["simulation"] = {"reference_model": args.packed_model,
+                                     "precision": precision,
+                                     "reference_train_images_per_s": args.batch / t, "runs": []}
+                _collect(out["simulation"]["runs"], bench_simulation(args, device, args.batch / t))
+            elif section == "feed":
+                out["feed"] = {"model": args.packed_model, "precision": precision,
+                               "host_images": args.feed_images,
+                               "runs": bench_feed(args, device, precision)}
+            elif section == "layout":
+                out["layout"] = {"precision": precision, "runs": []}
+                _collect(out["layout"]["runs"], bench_layout(args, device, precision))
+        section = None
+    except Interrupted:
+        print(f"[gpu bench] interrupted in section {section}", file=sys.stderr, flush=True)
+    out["interrupted"] = section
     out["machine"]["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out, indent=1))
 

@@ -24,14 +24,21 @@ SIM_IMAGES_PER_S, SIM_SHARE = 20_000.0, 0.10  # slowest class; share of a traini
 
 
 def load(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
-    """Merge the sections of several outputs; return them and the files that could not be read."""
+    """Merge the sections of several outputs; return them and the files that could not be read.
+    `interrupted` becomes the list of sections a time limit cut short (their rows are partial)."""
     merged: dict[str, Any] = {}
-    unreadable = []
+    unreadable, interrupted = [], []
     for path in paths:
         try:
-            merged.update(json.loads(path.read_text()))
+            part = json.loads(path.read_text())
         except (OSError, ValueError):
             unreadable.append(str(path))
+            continue
+        cut = part.pop("interrupted", None)
+        interrupted += [cut] if cut else []
+        merged.update(part)
+    if merged:
+        merged["interrupted"] = interrupted
     return merged, unreadable
 
 
@@ -90,7 +97,9 @@ def markdown(d: dict[str, Any], judged: list[dict[str, Any]]) -> str:
     m = d.get("machine", {})
     parts = [f"device {m.get('device', '?')}, torch {m.get('torch', '?')}, CUDA "
              f"{m.get('cuda', '-')}, Python {m.get('python', '?')}, {m.get('date', '?')}"
-             + (" (--quick: CPU smoke sizes, not figures)" if d.get("quick") else "")]
+             + (" (--quick: CPU smoke sizes, not figures)" if d.get("quick") else "")
+             + (f"; cut short by a time limit, partial: {', '.join(d['interrupted'])}"
+                if d.get("interrupted") else "")]
     rows = [[mod["model"], "x".join(map(str, mod["input"])), _fmt(mod["params"]),
              _fmt(mod["fwd_flops_per_image"] / 1e6, 1), c["precision"] + (" + compile" if
              c["compile"] else ""), _fmt(c["train_images_per_s"]), _fmt(c["eval_images_per_s"]),
@@ -139,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         args.markdown.write_text(markdown(d, judged))
     print(json.dumps({"machine": d.get("machine"), "quick": d.get("quick"),
-                      "unreadable": unreadable, "targets": judged}, indent=1))
+                      "interrupted": d.get("interrupted", []), "unreadable": unreadable,
+                      "targets": judged}, indent=1))
     if not d:
         sys.exit("no bench/gpu.py output could be read")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,9 +135,29 @@ def test_models_bench():
 
 
 @pytest.mark.slow
+def test_gpu_bench_prints_what_it_measured_when_terminated():
+    """scripts/gpu_check.sh runs each section under `timeout`: its SIGTERM keeps the rows."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--sections", "models",
+         "layout"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the first model is measured: terminate as `timeout` would
+        if "cvt_baseline: done" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    d = json.loads(out)
+    assert d["interrupted"] in ("models", "layout") and "interrupted in section" in err
+    assert d["models"][0]["model"] == "cvt_baseline"
+    assert all(c["train_images_per_s"] > 0 for c in d["models"][0]["cases"])
+
+
+@pytest.mark.slow
 def test_gpu_bench(tmp_path):
     proc = _run_bench("gpu.py")
     out = json.loads(proc.stdout)
+    assert out["interrupted"] is None
     assert out["machine"]["device"] == "cpu" and out["machine"]["peak_flops"] is None
     models = {row["model"]: row for row in out["models"]}
     assert {"cvt_baseline", "seed_eqcvt"} <= set(models)

@@ -53,10 +53,12 @@ def test_a_missing_section_or_device_peak_is_not_measured(tmp_path):
     # sections split over files, one unreadable: merged, and the bad one named
     (tmp_path / "a.json").write_text(json.dumps({"models": full["models"],
                                                  "machine": full["machine"]}))
-    (tmp_path / "b.json").write_text(json.dumps({"packed": full["packed"]}))
+    (tmp_path / "b.json").write_text(json.dumps({"packed": full["packed"],
+                                                 "interrupted": "packed"}))
     (tmp_path / "c.json").write_text("")
     merged, bad = gpu_targets.load([tmp_path / n for n in ("a.json", "b.json", "c.json")])
-    assert bad == [str(tmp_path / "c.json")]
+    assert bad == [str(tmp_path / "c.json")] and merged["interrupted"] == ["packed"]
     assert _status(merged) == ["met", "met", "not measured", "not measured", "met"]
     text = gpu_targets.markdown(merged, gpu_targets.targets(merged))
     assert "| cvt_baseline | 1x129x129 |" in text and "not measured" in text
+    assert "cut short by a time limit, partial: packed" in text
