@@ -147,6 +147,7 @@ fi
 if has tests; then
   echo "== CUDA-only tests"
   timeout 60 "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda \
-    tests/pipeline/test_feed.py tests/pipeline/data/test_simulate.py > "$OUT/tests.log" 2>&1
+    tests/pipeline/test_feed.py tests/pipeline/data/test_simulate.py \
+    tests/pipeline/test_engine.py > "$OUT/tests.log" 2>&1
   echo "tests rc=$?"; tail -8 "$OUT/tests.log"
 fi

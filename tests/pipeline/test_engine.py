@@ -361,6 +361,23 @@ def test_bf16_training_on_cpu_evaluates_in_fp32():
     assert evals and set(evals) == {(torch.float32, False)}  # fp32, TF32 off, inside evaluate
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["auto", "bf16", "fp16"])
+def test_cuda_precisions_train_in_their_dtype_and_evaluate_in_fp32(precision):
+    """fp16 goes through the gradient scaler; auto is bf16 where the GPU has it; evaluation is
+    exact fp32 (TF32 off) whatever the training precision. Run by scripts/gpu_check.sh."""
+    _PrecisionProbe.calls = []
+    res = engine.fit(cfg_of(**{"model.name": PROBE, "train.precision": precision,
+                               "train.device": "cuda"}), make_bundle())
+    want = {"fp16": torch.float16}.get(
+        precision, torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    assert res.precision == {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[want]
+    assert all(math.isfinite(h["train_loss"]) for h in res.history)
+    train = {dtype for training, dtype, _ in _PrecisionProbe.calls if training}
+    evals = {(dtype, allow) for training, dtype, allow in _PrecisionProbe.calls if not training}
+    assert train == {want or torch.float32} and evals == {(torch.float32, False)}
+
+
 def test_default_precision_is_fp32_on_cpu():
     assert cfg_of().train.precision == "auto"
     assert engine.fit(cfg_of(**{"train.epochs": 1}), make_bundle()).precision == "fp32"
