@@ -20,7 +20,9 @@ Sections:
     python bench/gpu.py --quick      # CPU smoke run: tiny models and batches, well under a minute
 
 On SIGTERM (what `timeout` sends) it stops and prints the rows measured so far, with
-"interrupted" naming the section it cut short (null when every section ran to the end).
+"interrupted" naming the section it cut short (null when every section ran to the end). A
+model case that fails (torch.compile on one model, say) is kept with its "error", and a section
+that fails is named under "errors"; the rest is measured all the same.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,31 @@ def _eval_step(model: torch.nn.Module, batch: int, shape: tuple, device: torch.d
     return step
 
 
+def _error(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:1000]
+
+
+def _model_case(model: torch.nn.Module, precision: str, compile: bool, shape: tuple,
+                flops: float, peaks: dict[str, float] | None, args: argparse.Namespace,
+                device: torch.device) -> dict[str, Any]:
+    """Train and eval images/s, peak memory and MFU of one (precision, compile) case."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.train()
+    t_train = median_step_time(_train_step(model, precision, compile, args.batch, shape, device),
+                               args.iters, device, warmup=2)
+    model.eval()
+    t_eval = median_step_time(_eval_step(model, args.batch, shape, device), args.iters, device,
+                              warmup=2)
+    train_ips, eval_ips = args.batch / t_train, args.batch / t_eval
+    train_peak = peaks and peaks["tf32" if precision == "fp32" else precision]
+    return {"precision": precision, "compile": compile,
+            "train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
+            "peak_memory_mib": _peak_memory_mib(device),
+            "train_mfu": 3 * flops * train_ips / train_peak if train_peak else None,
+            "eval_mfu": flops * eval_ips / peaks["fp32"] if peaks else None}
+
+
 def bench_models(args: argparse.Namespace, device: torch.device) -> Iterator[dict[str, Any]]:
     peaks = peak_flops(device)
     for name in args.models or eqcvt.list_models():
@@ -139,25 +167,20 @@ def bench_models(args: argparse.Namespace, device: torch.device) -> Iterator[dic
                                "params": eqcvt.count_params(model), "fwd_flops_per_image": flops,
                                "cases": []}
         for precision, compile in cases:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            model.train()
-            t_train = median_step_time(_train_step(model, precision, compile, args.batch, shape,
-                                                   device), args.iters, device, warmup=2)
-            model.eval()
-            t_eval = median_step_time(_eval_step(model, args.batch, shape, device), args.iters,
-                                      device, warmup=2)
-            train_ips, eval_ips = args.batch / t_train, args.batch / t_eval
-            train_peak = peaks and peaks["tf32" if precision == "fp32" else precision]
-            row["cases"].append({
-                "precision": precision, "compile": compile,
-                "train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
-                "peak_memory_mib": _peak_memory_mib(device),
-                "train_mfu": 3 * flops * train_ips / train_peak if train_peak else None,
-                "eval_mfu": flops * eval_ips / peaks["fp32"] if peaks else None,
-            })
-        fp32, bf16 = row["cases"][0], row["cases"][1]
-        row["bf16_speedup_train"] = bf16["train_images_per_s"] / fp32["train_images_per_s"]
+            try:
+                row["cases"].append(_model_case(model, precision, compile, shape, flops, peaks,
+                                                args, device))
+            except Interrupted:
+                raise
+            except Exception as err:  # noqa: BLE001 - e.g. compile failing on one model: noted
+                print(f"[gpu bench] {name} {precision} compile={compile}: {err!r}",
+                      file=sys.stderr, flush=True)
+                row["cases"].append({"precision": precision, "compile": compile,
+                                     "error": _error(err), "train_images_per_s": None,
+                                     "eval_images_per_s": None, "peak_memory_mib": None,
+                                     "train_mfu": None, "eval_mfu": None})
+        fp32, bf16 = (c["train_images_per_s"] for c in row["cases"][:2])
+        row["bf16_speedup_train"] = bf16 / fp32 if fp32 and bf16 else None
         print(f"[gpu bench] {name}: done", file=sys.stderr, flush=True)
         yield row
 
@@ -381,39 +404,52 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     out: dict[str, Any] = {"machine": _machine(device), "batch": args.batch,
-                           "quick": args.quick, "interrupted": None}
+                           "quick": args.quick, "interrupted": None, "errors": {}}
     # rows are kept as they are measured: under a time limit, a late section's SIGTERM still
     # leaves every finished row in the JSON, with "interrupted" naming the section cut short
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     section = None
     try:
         for section in (s for s in SECTIONS if s in args.sections):
-            if section == "models":
-                _collect(out.setdefault("models", []), bench_models(args, device))
-            elif section == "packed":
-                out["packed"] = {"model": args.packed_model, "precision": precision, "runs": []}
-                _collect(out["packed"]["runs"], bench_packed(args, device, precision))
-            elif section == "simulation":
-                model, shape, _ = build(args.packed_model, args.quick, device)
-                t = median_step_time(_train_step(model, precision, False, args.batch, shape,
-                                                 device), args.iters, device, warmup=2)
-                out["simulation"] = {"reference_model": args.packed_model,
-                                     "precision": precision,
-                                     "reference_train_images_per_s": args.batch / t, "runs": []}
-                _collect(out["simulation"]["runs"], bench_simulation(args, device, args.batch / t))
-            elif section == "feed":
-                out["feed"] = {"model": args.packed_model, "precision": precision,
-                               "host_images": args.feed_images,
-                               "runs": bench_feed(args, device, precision)}
-            elif section == "layout":
-                out["layout"] = {"precision": precision, "runs": []}
-                _collect(out["layout"]["runs"], bench_layout(args, device, precision))
+            try:
+                _run_section(section, out, args, device, precision)
+            except Interrupted:
+                raise
+            except Exception as err:  # noqa: BLE001 - one failed section leaves the others
+                traceback.print_exc()
+                out["errors"][section] = _error(err)
         section = None
     except Interrupted:
         print(f"[gpu bench] interrupted in section {section}", file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     out["interrupted"] = section
     out["machine"]["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out, indent=1))
+
+
+def _run_section(section: str, out: dict[str, Any], args: argparse.Namespace,
+                 device: torch.device, precision: str) -> None:
+    """Measure one section into `out`, row by row."""
+    if section == "models":
+        _collect(out.setdefault("models", []), bench_models(args, device))
+    elif section == "packed":
+        out["packed"] = {"model": args.packed_model, "precision": precision, "runs": []}
+        _collect(out["packed"]["runs"], bench_packed(args, device, precision))
+    elif section == "simulation":
+        model, shape, _ = build(args.packed_model, args.quick, device)
+        t = median_step_time(_train_step(model, precision, False, args.batch, shape, device),
+                             args.iters, device, warmup=2)
+        out["simulation"] = {"reference_model": args.packed_model, "precision": precision,
+                             "reference_train_images_per_s": args.batch / t, "runs": []}
+        _collect(out["simulation"]["runs"], bench_simulation(args, device, args.batch / t))
+    elif section == "feed":
+        out["feed"] = {"model": args.packed_model, "precision": precision,
+                       "host_images": args.feed_images,
+                       "runs": bench_feed(args, device, precision)}
+    elif section == "layout":
+        out["layout"] = {"precision": precision, "runs": []}
+        _collect(out["layout"]["runs"], bench_layout(args, device, precision))
 
 
 if __name__ == "__main__":

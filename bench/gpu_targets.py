@@ -25,9 +25,11 @@ SIM_IMAGES_PER_S, SIM_SHARE = 20_000.0, 0.10  # slowest class; share of a traini
 
 def load(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
     """Merge the sections of several outputs; return them and the files that could not be read.
-    `interrupted` becomes the list of sections a time limit cut short (their rows are partial)."""
+    `interrupted` becomes the list of sections a time limit cut short (their rows are partial),
+    `errors` the sections that failed, with their errors."""
     merged: dict[str, Any] = {}
     unreadable, interrupted = [], []
+    errors: dict[str, str] = {}
     for path in paths:
         try:
             part = json.loads(path.read_text())
@@ -36,9 +38,10 @@ def load(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
             continue
         cut = part.pop("interrupted", None)
         interrupted += [cut] if cut else []
+        errors.update(part.pop("errors", None) or {})
         merged.update(part)
     if merged:
-        merged["interrupted"] = interrupted
+        merged["interrupted"], merged["errors"] = interrupted, errors
     return merged, unreadable
 
 
@@ -99,10 +102,12 @@ def markdown(d: dict[str, Any], judged: list[dict[str, Any]]) -> str:
              f"{m.get('cuda', '-')}, Python {m.get('python', '?')}, {m.get('date', '?')}"
              + (" (--quick: CPU smoke sizes, not figures)" if d.get("quick") else "")
              + (f"; cut short by a time limit, partial: {', '.join(d['interrupted'])}"
-                if d.get("interrupted") else "")]
+                if d.get("interrupted") else "")
+             + "".join(f"\n\nsection {k} failed: `{v}`" for k, v in (d.get("errors") or {}).items())]
     rows = [[mod["model"], "x".join(map(str, mod["input"])), _fmt(mod["params"]),
              _fmt(mod["fwd_flops_per_image"] / 1e6, 1), c["precision"] + (" + compile" if
-             c["compile"] else ""), _fmt(c["train_images_per_s"]), _fmt(c["eval_images_per_s"]),
+             c["compile"] else "") + (" (failed)" if c.get("error") else ""),
+             _fmt(c["train_images_per_s"]), _fmt(c["eval_images_per_s"]),
              _fmt(c["peak_memory_mib"]), _fmt(c["train_mfu"] and 100 * c["train_mfu"], 2)]
             for mod in d.get("models", []) for c in mod["cases"]]
     if rows:
@@ -148,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         args.markdown.write_text(markdown(d, judged))
     print(json.dumps({"machine": d.get("machine"), "quick": d.get("quick"),
-                      "interrupted": d.get("interrupted", []), "unreadable": unreadable,
+                      "interrupted": d.get("interrupted", []), "errors": d.get("errors", {}),
+                      "unreadable": unreadable,
                       "targets": judged}, indent=1))
     if not d:
         sys.exit("no bench/gpu.py output could be read")

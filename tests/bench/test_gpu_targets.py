@@ -62,3 +62,17 @@ def test_a_missing_section_or_device_peak_is_not_measured(tmp_path):
     text = gpu_targets.markdown(merged, gpu_targets.targets(merged))
     assert "| cvt_baseline | 1x129x129 |" in text and "not measured" in text
     assert "cut short by a time limit, partial: packed" in text
+
+
+def test_failed_cases_and_sections_are_shown(tmp_path):
+    full = _output(1.6, 2.6, 25_000.0, 0.05)
+    failed = dict(full["models"][0]["cases"][1], error="RuntimeError: x", train_images_per_s=None,
+                  train_mfu=None)
+    full["models"][0]["cases"][1] = failed
+    full["models"][0]["bf16_speedup_train"] = None
+    (tmp_path / "a.json").write_text(json.dumps({**full, "errors": {"feed": "OSError: y"}}))
+    merged, _ = gpu_targets.load([tmp_path / "a.json"])
+    assert merged["errors"] == {"feed": "OSError: y"}
+    assert gpu_targets.targets(merged)[0]["status"] == "not measured"
+    text = gpu_targets.markdown(merged, gpu_targets.targets(merged))
+    assert "| bf16 (failed) | - |" in text and "section feed failed: `OSError: y`" in text
