@@ -3,7 +3,7 @@
 Sections:
   models     every registered model at its native input size: train and eval images/s at fp32
              and bf16 (and bf16 with torch.compile), peak memory, forward FLOPs per image
-             (torch.utils.flop_counter) and model FLOP utilisation = FLOPs x images/s / peak
+             (eqcvt.forward_flops) and model FLOP utilisation = FLOPs x images/s / peak
              (train counts 3x the forward FLOPs; null where the device's peak is not known).
   packed     1, 2, 4, 8 training processes sharing one device, as `--gpus-per-trial 1 / 0.5 /
              0.25 / 0.125` places them (separate processes on one GPU, no memory cap, like
@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -94,12 +93,7 @@ def build(name: str, quick: bool, device: torch.device) -> tuple[torch.nn.Module
 
 
 def _flops_per_image(model: torch.nn.Module, shape: tuple, device: torch.device) -> float:
-    model.eval()
-    x = torch.randn(2, *shape, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train()
-    return counter.get_total_flops() / 2
+    return eqcvt.forward_flops(model, torch.randn(2, *shape, device=device)) / 2
 
 
 def _train_step(model: torch.nn.Module, precision: str, compile: bool, batch: int,

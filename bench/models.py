@@ -24,7 +24,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from _timing import median_step_time, sync  # bench/, the script's folder
-from torch.utils.flop_counter import FlopCounterMode
 
 import eqcvt
 from eqcvt.filter_cache import caching_modules, per_batch_filters
@@ -119,9 +118,7 @@ def bench_one(name: str, size: int, batch: int, iters: int, device: torch.device
 
     model.eval()
     result["filter_expansion_ms_per_batch"] = expansion_ms(model)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    result["forward_gflops_per_image"] = counter.get_total_flops() / batch / 1e9
+    result["forward_gflops_per_image"] = eqcvt.forward_flops(model, x) / batch / 1e9
 
     train_step = train_step_fn(model, x, y)
     result["train_images_per_s"] = images_per_second(train_step, batch, iters, device)

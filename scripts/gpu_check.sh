@@ -97,7 +97,7 @@ PYEOF
 cat "$OUT/env.json"; echo
 
 # the search's time includes its preflight, which builds ~60 sampled models on one CPU core
-# before Ray starts (43 s alone, 110 s beside other work, on a 2-core CPU machine)
+# before Ray starts (about 15 s alone on a 2-core CPU machine)
 if [ "$CPU" = 1 ]; then  # a rehearsal: no device time to save, so wider limits
   QUICK=(--quick); TRIALS=(--num-samples 4 --epochs 1 --gpus-per-trial 0 --cpus-per-trial 1)
   DATA=(--set data.n_train=256 --set data.n_val=64 --set data.n_test=64)

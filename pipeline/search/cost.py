@@ -1,5 +1,5 @@
 """What a configuration costs, counted before it trains: trainable parameters and forward
-FLOPs per image (torch's FlopCounterMode on one image, eval mode).
+FLOPs per image (`eqcvt.forward_flops`: torch's flop counter on one image, eval mode).
 
 The searchers check `constraints` with it on the driver when a configuration is sampled, and
 each trial counts its own FLOPs once at start to report them every epoch. The model is built
@@ -32,19 +32,12 @@ class Cost:
 def model_cost(model: Any, image_shape: tuple[int, ...]) -> Cost:
     """Count a built model: parameters, and FLOPs of one zero image through it in eval mode."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     import eqcvt
 
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(iter(model.parameters())).device
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *image_shape, device=device))
-    finally:
-        model.train(was_training)
-    return Cost(float(eqcvt.count_params(model)), float(counter.get_total_flops()))
+    device = next(iter(model.parameters())).device
+    flops = eqcvt.forward_flops(model, torch.zeros(1, *image_shape, device=device))
+    return Cost(float(eqcvt.count_params(model)), flops)
 
 
 def config_cost(cfg: RunConfig, bundle: Any) -> Cost:

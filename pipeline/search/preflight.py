@@ -101,7 +101,6 @@ def build_and_run(cfg: RunConfig, bundle: Any) -> Any:
     """engine.build_model on the bundle's shapes, then one image forward in eval mode;
     returns the model's Cost (pipeline/search/cost.py), counted on that forward."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     import eqcvt
 
@@ -110,12 +109,12 @@ def build_and_run(cfg: RunConfig, bundle: Any) -> Any:
 
     model = build_model(cfg, bundle).eval()
     c, h, w = bundle.image_shape
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), eqcvt.FlopCount() as counter:
         out = model(torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0)))
     want = (1, bundle.num_outputs)
     if tuple(out.shape) != want:
         raise ValueError(f"the model maps one image to {tuple(out.shape)}, expected {want}")
-    return Cost(float(eqcvt.count_params(model)), float(counter.get_total_flops()))
+    return Cost(float(eqcvt.count_params(model)), counter.total)
 
 
 def _build_error(source: str, cfg: RunConfig, flat: Mapping[str, Any], bundle: Any,

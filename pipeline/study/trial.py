@@ -16,29 +16,13 @@ import torch
 
 from .. import metrics as classification_metrics
 from ..config import RunConfig
+from ..search.cost import model_cost
 from . import protocol
 
 ROC_FILE = "roc.json"
 CONFUSION_FILE = "confusion.json"
 AT = ":"  # test_acc:model_iii; MLflow metric names may not contain "@"
 HEADLINE = ("acc", "auc_micro", "auc_macro", "mse", "mae")
-
-
-def forward_flops(model: torch.nn.Module, image_shape: tuple[int, ...]) -> float:
-    """Forward FLOPs of one image (torch.utils.flop_counter; eval mode, escnn filters cached)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    x = torch.zeros((1, *image_shape), device=device)
-    with torch.no_grad():
-        model(x)  # build escnn's cached filters outside the count
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(x)
-    model.train(was)
-    return float(counter.get_total_flops())
 
 
 def open_test_only(data_flat: Mapping[str, Any], device: str = "cpu") -> Any:
@@ -98,7 +82,7 @@ def run_cell(cell: Mapping[str, Any], work: str | Path) -> dict[str, float]:
                train_time_s=train_time, train_wall_s=wall,
                images_per_s=float(sum(rates) / max(1, len(rates))),
                num_params=float(res.num_params),
-               flops_per_image=forward_flops(model, bundle.image_shape))
+               flops_per_image=model_cost(model, tuple(bundle.image_shape)).flops)
     if bundle.task != "regression":
         logits = protocol.predict(model, bundle.test.images, cfg.train.eval_batch_size, device)
         labels = bundle.test.labels.long().cpu()
