@@ -15,8 +15,8 @@ the repository's own files included. This script:
      (representations/SO3/irrep_bases, from the .pyx that ships in the wheel): PyPI's cp312
      lie_learn 0.0.2 is built against numpy 1.x and fails to import under numpy 2 ("numpy.core.
      multiarray failed to import"), and it has no 0.0.2 sdist. With it rebuilt, escnn and the
-     project run on the image's numpy 2 (the test suite passes there), so no numpy 1.26 is
-     carried to shadow it, which the image's pandas or scipy might not run with;
+     project run on the image's numpy 2 (their tests pass under numpy 2.5), so no numpy 1.26
+     is carried to shadow it, which the image's pandas or scipy might not run with;
   4. builds the project's own wheel;
   5. trims the Ray wheel (ray/jars and the dashboard client are not needed to run Tune);
   6. packs the wheels into part_N/ folders small enough to travel with the repository in one
@@ -136,7 +136,8 @@ def trim_wheel(src: Path, dst: Path, drop: tuple[str, ...] = (),
     """Copy wheel `src` to `dst` without members under `drop` and with the members named in
     `replace` given new contents, with a RECORD that matches. Returns the number dropped."""
     replace = replace or {}
-    missing = set(replace) - set(zipfile.ZipFile(src).namelist())
+    with zipfile.ZipFile(src) as z:
+        missing = set(replace) - set(z.namelist())
     if missing:
         raise SystemExit(f"{src.name} has no {sorted(missing)} to replace")
     dropped = 0
@@ -149,7 +150,7 @@ def trim_wheel(src: Path, dst: Path, drop: tuple[str, ...] = (),
                 continue
             if info.filename == record_name:
                 continue
-            data = replace.get(info.filename) or zin.read(info)
+            data = replace[info.filename] if info.filename in replace else zin.read(info)
             zout.writestr(info, data)
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             rows.append(f"{info.filename},sha256={digest.decode()},{len(data)}")
