@@ -2,8 +2,9 @@
 
 Sections:
   models     every registered model at its native input size: train and eval images/s at fp32
-             and bf16 (and bf16 with torch.compile), peak memory, forward FLOPs per image
-             (eqcvt.forward_flops) and model FLOP utilisation = FLOPs x images/s / peak
+             and bf16 (and bf16 with torch.compile, after every model's plain cases), peak
+             memory, forward FLOPs per image (eqcvt.forward_flops) and model FLOP
+             utilisation = FLOPs x images/s / peak
              (train counts 3x the forward FLOPs; null where the device's peak is not known).
   packed     1, 2, 4, 8 training processes sharing one device, as `--gpus-per-trial 1 / 0.5 /
              0.25 / 0.125` places them (separate processes on one GPU, no memory cap, like
@@ -150,33 +151,45 @@ def _model_case(model: torch.nn.Module, precision: str, compile: bool, shape: tu
             "eval_mfu": flops * eval_ips / peaks["fp32"] if peaks else None}
 
 
+def _case_or_error(name: str, model: torch.nn.Module, precision: str, compile: bool,
+                   shape: tuple, flops: float, peaks: dict[str, float] | None,
+                   args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    try:
+        return _model_case(model, precision, compile, shape, flops, peaks, args, device)
+    except Interrupted:
+        raise
+    except Exception as err:  # noqa: BLE001 - e.g. compile failing on one model: noted
+        print(f"[gpu bench] {name} {precision} compile={compile}: {err!r}", file=sys.stderr,
+              flush=True)
+        return {"precision": precision, "compile": compile, "error": _error(err),
+                "train_images_per_s": None, "eval_images_per_s": None, "peak_memory_mib": None,
+                "train_mfu": None, "eval_mfu": None}
+
+
 def bench_models(args: argparse.Namespace, device: torch.device) -> Iterator[dict[str, Any]]:
+    """Every model at fp32 and bf16 first, yielded one by one; then the torch.compile cases,
+    added to the rows already yielded. Compiling is the slow part: under a time limit it is
+    what gets cut, not a model's plain figures."""
     peaks = peak_flops(device)
+    to_compile = []
     for name in args.models or eqcvt.list_models():
-        compiled = args.compile and (args.compile_models is None or name in args.compile_models)
-        cases = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if compiled else [])
         model, shape, _ = build(name, args.quick, device)
         flops = _flops_per_image(model, shape, device)
         row: dict[str, Any] = {"model": name, "input": list(shape), "batch": args.batch,
                                "params": eqcvt.count_params(model), "fwd_flops_per_image": flops,
-                               "cases": []}
-        for precision, compile in cases:
-            try:
-                row["cases"].append(_model_case(model, precision, compile, shape, flops, peaks,
-                                                args, device))
-            except Interrupted:
-                raise
-            except Exception as err:  # noqa: BLE001 - e.g. compile failing on one model: noted
-                print(f"[gpu bench] {name} {precision} compile={compile}: {err!r}",
-                      file=sys.stderr, flush=True)
-                row["cases"].append({"precision": precision, "compile": compile,
-                                     "error": _error(err), "train_images_per_s": None,
-                                     "eval_images_per_s": None, "peak_memory_mib": None,
-                                     "train_mfu": None, "eval_mfu": None})
-        fp32, bf16 = (c["train_images_per_s"] for c in row["cases"][:2])
+                               "cases": [_case_or_error(name, model, precision, False, shape,
+                                                        flops, peaks, args, device)
+                                         for precision in ("fp32", "bf16")]}
+        fp32, bf16 = (c["train_images_per_s"] for c in row["cases"])
         row["bf16_speedup_train"] = bf16 / fp32 if fp32 and bf16 else None
         print(f"[gpu bench] {name}: done", file=sys.stderr, flush=True)
         yield row
+        if args.compile and (args.compile_models is None or name in args.compile_models):
+            to_compile.append((row, model, shape, flops))
+    for row, model, shape, flops in to_compile:
+        row["cases"].append(_case_or_error(row["model"], model, "bf16", True, shape, flops, peaks,
+                                           args, device))
+        print(f"[gpu bench] {row['model']} compiled: done", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- packed trials

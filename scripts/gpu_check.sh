@@ -9,7 +9,7 @@
 #
 #   scripts/gpu_check.sh stage          # carry gpu_bundle/part_1 + gpu_bundle/manifest.json
 #   scripts/gpu_check.sh run bench      # carry gpu_bundle/part_2 + manifest: install, then
-#                                       # bench/gpu.py in four calls (<= 5.5 min)
+#                                       # bench/gpu.py in four calls (<= 6 min)
 #   scripts/gpu_check.sh run search     # a short asha_hyperopt search at four trials per GPU
 #                                       # (8 trials, 3 epochs, small data), `final` on its
 #                                       # best trial, the report (<= 5.6 min)
@@ -110,10 +110,10 @@ fi
 
 if has bench; then
   echo "== bench/gpu.py (one call per section, so a slow one cannot take the others with it)"
-  timeout 120 "$PY" bench/gpu.py "${QUICK[@]}" --sections models --iters 5 \
+  timeout 150 "$PY" bench/gpu.py "${QUICK[@]}" --sections models --iters 5 \
     --compile-models cvt_baseline seed_eqcvt > "$OUT/gpu_models.json" 2> "$OUT/gpu_models.log"
   echo "models rc=$?"
-  timeout 90 "$PY" bench/gpu.py "${QUICK[@]}" --sections packed --seconds 10 \
+  timeout 80 "$PY" bench/gpu.py "${QUICK[@]}" --sections packed --seconds 10 \
     > "$OUT/gpu_packed.json" 2> "$OUT/gpu_packed.log"
   echo "packed rc=$?"
   timeout 45 "$PY" bench/gpu.py "${QUICK[@]}" --sections simulation --iters 3 \

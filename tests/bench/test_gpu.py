@@ -38,3 +38,24 @@ def test_a_failing_section_is_named_and_the_others_run(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out["errors"]) == {"simulation"} and "no_such_model" in out["errors"]["simulation"]
     assert len(out["layout"]["runs"]) == 4 and out["interrupted"] is None
+
+
+def test_compiled_cases_come_after_every_models_plain_cases(monkeypatch):
+    """Compiling is slow: under a time limit it must be what is cut, not another model."""
+    calls = []
+
+    def case(model, precision, compile, *a):
+        calls.append((type(model).__name__, precision, compile))
+        return {"precision": precision, "compile": compile, "train_images_per_s": 1.0}
+
+    monkeypatch.setattr(gpu, "_model_case", case)
+    args = gpu.parse(["--quick", "--models", "cvt_baseline", "seed_eqcvt"])
+    args.compile, args.compile_models = True, ["cvt_baseline"]
+    rows = []
+    for row in gpu.bench_models(args, torch.device("cpu")):
+        rows.append(row)
+        assert len(row["cases"]) == 2  # yielded with its plain cases only
+    assert [c[1:] for c in calls] == [("fp32", False), ("bf16", False), ("fp32", False),
+                                      ("bf16", False), ("bf16", True)]
+    assert calls[-1][0] == calls[0][0]  # the compiled one is the first model, cvt_baseline
+    assert [len(r["cases"]) for r in rows] == [3, 2]
