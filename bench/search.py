@@ -31,9 +31,9 @@ all of random search's epochs. The JSON's `reseeded` compares their re-trained m
 accuracies, per seed and as a median over seeds.
 
 ASHA runs with `asha_hyperopt.yaml`'s `first_rung_quorum` (4; `--first-rung-quorum` sets
-another): its first rung promotes no trial before that many have reached it. 0 is Ray's own asynchronous ASHA,
-which promotes its first trials with nothing to compare them against (the runs saved in
-bench/results without "quorum" in their names used it).
+another): its first rung promotes no trial before that many have reached it. 0 is Ray's own
+asynchronous ASHA, which promotes its first trials with nothing to compare them against (the
+runs saved in bench/results without "quorum" in their names used it).
 
 `--random-from JSON` takes random search's results from an earlier output on the same task and
 seeds, and runs ASHA alone: a new ASHA setting against a saved baseline at about half the

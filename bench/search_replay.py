@@ -315,8 +315,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trials", type=int, default=bench_search.TASK["trials"],
                    help="random search's trials")
     p.add_argument("--searcher", type=_list(str), default=["hyperopt"])
-    p.add_argument("--grace-period", type=_list(int), default=[1])
-    p.add_argument("--reduction-factor", type=_list(float), default=[9.0])
+    p.add_argument("--grace-period", type=_list(int), default=[bench_search.GRACE_PERIOD])
+    p.add_argument("--reduction-factor", type=_list(float),
+                   default=[bench_search.REDUCTION_FACTOR])
     p.add_argument("--first-rung-quorum", type=_list(int),
                    default=[bench_search.FIRST_RUNG_QUORUM],
                    help="trials that must reach ASHA's first rung before it promotes one")
